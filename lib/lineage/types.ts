@@ -1,0 +1,138 @@
+/**
+ * The lineage records: disks, runs and restore points. These shapes are the contract between the
+ * backup engine, the CLI, the Functions app and the table store. Times are ISO-8601 strings;
+ * snapshot ids are the service's snapshot timestamps. No record ever holds a credential.
+ */
+
+export type RunKind = "full" | "incremental" | "resync";
+export type RunState = "planned" | "copying" | "sealing" | "succeeded" | "failed";
+export type RunTrigger = "cli" | "timer" | "http" | "queue" | "restore";
+/** How the change set was found: the service's page-range diff, a compare of source and backup, or the valid ranges of a first copy. */
+export type Detection = "service-diff" | "compare" | "valid-ranges";
+
+export const TERMINAL_STATES: readonly RunState[] = ["succeeded", "failed"];
+
+export interface DiskRecord {
+  id: string;
+  /** The protected page blob, as registered (no SAS, no key). */
+  sourceUrl: string;
+  /** Service URL of the backup account, e.g. https://acct.blob.core.windows.net or http://127.0.0.1:10000/acct */
+  backupAccountUrl: string;
+  backupContainer: string;
+  backupBlob: string;
+  createdAt: string;
+  /** Snapshot id of the base: the newest source snapshot whose copy is sealed. Absent before the first seal. */
+  baseSnapshot?: string;
+  /** Size of the disk at the base. */
+  baseSize?: number;
+  /** Id of the restore point sealed from the base. */
+  basePoint?: string;
+  /** The run holding the disk's lock, if any. */
+  activeRunId?: string;
+  lastRunId?: string;
+  lastSuccessAt?: string;
+  /** Table ETag of the row this record was read from; needed for guarded updates. */
+  etag?: string;
+}
+
+export interface RunRecord {
+  id: string;
+  diskId: string;
+  trigger: RunTrigger;
+  kind: RunKind;
+  detection?: Detection;
+  state: RunState;
+  startedAt: string;
+  updatedAt: string;
+  finishedAt?: string;
+  /** Who runs it (host:pid), and until when its claim holds; a run whose lease lapsed may be taken over. */
+  owner: string;
+  leaseUntil: string;
+  /** The source snapshot this run copies, once taken. */
+  sourceSnapshot?: string;
+  /** The base it diffs from (absent for a full run). */
+  baseSnapshot?: string;
+  sourceSize?: number;
+  rangesWritten: number;
+  rangesCleared: number;
+  chunksTotal: number;
+  chunksDone: number;
+  bytesPlanned: number;
+  bytesCopied: number;
+  bytesCleared: number;
+  /** Snapshot id of the backup blob taken by the seal. */
+  backupSnapshot?: string;
+  restorePoint?: string;
+  /** Why the run became a resync, or why it failed. */
+  reason?: string;
+  error?: string;
+  etag?: string;
+}
+
+export interface RestorePointRecord {
+  id: string;
+  diskId: string;
+  runId: string;
+  kind: RunKind;
+  /** Snapshot of the backup blob that holds this restore point. */
+  backupSnapshot: string;
+  backupUrl: string;
+  /** The source snapshot it is a copy of (may be deleted later; it is no longer the base then). */
+  sourceSnapshot: string;
+  size: number;
+  createdAt: string;
+  verifiedAt?: string;
+  verifyResult?: string;
+  etag?: string;
+}
+
+/** Thrown when a disk already has an active run whose lease still holds. */
+export class BusyError extends Error {
+  constructor(
+    readonly diskId: string,
+    readonly activeRunId: string,
+    readonly owner: string,
+    readonly leaseUntil: string,
+  ) {
+    super(
+      `disk ${diskId} is busy: run ${activeRunId} is active (owner ${owner}, lease until ${leaseUntil}); ` +
+        `wait for it to finish or check it with 'diskdelta runs ${diskId}'`,
+    );
+    this.name = "BusyError";
+  }
+}
+
+export class NotFoundError extends Error {
+  constructor(what: string) {
+    super(what);
+    this.name = "NotFoundError";
+  }
+}
+
+/** Another writer changed the row since it was read (ETag mismatch). */
+export class ConflictError extends Error {
+  constructor(what: string) {
+    super(what);
+    this.name = "ConflictError";
+  }
+}
+
+/** The lineage store. Guarantees: partition per disk; runs and points listed newest first; every update of an existing row is conditional on the ETag it was read with, and fails with ConflictError otherwise. */
+export interface Lineage {
+  /** Creates tables if missing (a no-op when they exist). */
+  ensureTables(): Promise<void>;
+  addDisk(disk: DiskRecord): Promise<DiskRecord>; // ConflictError("disk X exists") when present
+  getDisk(id: string): Promise<DiskRecord | undefined>;
+  listDisks(): Promise<DiskRecord[]>;
+  /** Replace the disk row if its ETag still matches `disk.etag`; returns the row with its new ETag. */
+  updateDisk(disk: DiskRecord): Promise<DiskRecord>;
+  addRun(run: RunRecord): Promise<RunRecord>;
+  getRun(diskId: string, runId: string): Promise<RunRecord | undefined>;
+  updateRun(run: RunRecord): Promise<RunRecord>;
+  listRuns(diskId: string, limit?: number): Promise<RunRecord[]>;
+  addPoint(point: RestorePointRecord): Promise<RestorePointRecord>;
+  getPoint(diskId: string, pointId: string): Promise<RestorePointRecord | undefined>;
+  updatePoint(point: RestorePointRecord): Promise<RestorePointRecord>;
+  listPoints(diskId: string, limit?: number): Promise<RestorePointRecord[]>;
+  deletePoint(diskId: string, pointId: string): Promise<void>;
+}
