@@ -1,0 +1,365 @@
+/**
+ * The lineage in Azure Table Storage (@azure/data-tables 13). Guarantees: disks live in one
+ * partition ("disk") keyed by disk id; runs and restore points are partitioned by disk id and
+ * keyed by `newestFirstKey(id)`, so a read by id is a point read and a partition scan is newest
+ * first; every record field is its own flat column (the portal shows the runs table as the run
+ * history), optional fields left out when undefined, and every number stored as Edm.Double so
+ * byte counts beyond Int32 survive on real Azure and read back as the same JS number; updates
+ * replace the row only if its ETag still matches the one the record was read with
+ * (ConflictError otherwise, NotFoundError if the row is gone) and never run unconditionally;
+ * adds never overwrite (ConflictError). Records hold no credential and no error message built
+ * here names one: messages carry only table-level names and ids.
+ */
+import { odata, type TableClient, type TableEntity, type TableEntityResult } from "@azure/data-tables";
+import { newestFirstKey } from "./ids";
+import {
+  ConflictError,
+  NotFoundError,
+  type DiskRecord,
+  type Lineage,
+  type RestorePointRecord,
+  type RunRecord,
+} from "./types";
+
+export const DEFAULT_TABLE_NAMES = {
+  disks: "diskdeltaDisks",
+  runs: "diskdeltaRuns",
+  points: "diskdeltaPoints",
+} as const;
+
+const DISK_PARTITION = "disk";
+
+/** The service's page limit; asking for more per page is refused. */
+const MAX_PAGE_SIZE = 1000;
+
+type ColumnKind<R, K extends keyof R> = NonNullable<R[K]> extends number ? "number" : "string";
+/**
+ * One entry per record field except `etag`, saying how it is stored and whether it may be absent.
+ * Listing every key is enforced by the type, so a field added to a record cannot be silently dropped.
+ */
+type Columns<R> = {
+  readonly [K in Exclude<keyof R, "etag">]-?: undefined extends R[K]
+    ? `${ColumnKind<R, K>}?`
+    : ColumnKind<R, K>;
+};
+
+const DISK_COLUMNS: Columns<DiskRecord> = {
+  id: "string",
+  sourceUrl: "string",
+  backupAccountUrl: "string",
+  backupContainer: "string",
+  backupBlob: "string",
+  createdAt: "string",
+  baseSnapshot: "string?",
+  baseSize: "number?",
+  basePoint: "string?",
+  activeRunId: "string?",
+  lastRunId: "string?",
+  lastSuccessAt: "string?",
+};
+
+const RUN_COLUMNS: Columns<RunRecord> = {
+  id: "string",
+  diskId: "string",
+  trigger: "string",
+  kind: "string",
+  detection: "string?",
+  state: "string",
+  startedAt: "string",
+  updatedAt: "string",
+  finishedAt: "string?",
+  owner: "string",
+  leaseUntil: "string",
+  sourceSnapshot: "string?",
+  baseSnapshot: "string?",
+  sourceSize: "number?",
+  rangesWritten: "number",
+  rangesCleared: "number",
+  chunksTotal: "number",
+  chunksDone: "number",
+  bytesPlanned: "number",
+  bytesCopied: "number",
+  bytesCleared: "number",
+  checkpoint: "number?",
+  backupSnapshot: "string?",
+  restorePoint: "string?",
+  reason: "string?",
+  error: "string?",
+};
+
+const POINT_COLUMNS: Columns<RestorePointRecord> = {
+  id: "string",
+  diskId: "string",
+  runId: "string",
+  kind: "string",
+  backupSnapshot: "string",
+  backupUrl: "string",
+  sourceSnapshot: "string",
+  size: "number",
+  createdAt: "string",
+  verifiedAt: "string?",
+  verifyResult: "string?",
+};
+
+type Entity = TableEntity<Record<string, unknown>>;
+
+function toEntity<R extends object>(
+  columns: Columns<R>,
+  record: R,
+  partitionKey: string,
+  rowKey: string,
+  what: string,
+): Entity {
+  const fields = record as Record<string, unknown>;
+  const entity: Entity = { partitionKey, rowKey };
+  for (const [name, column] of Object.entries(columns) as [string, string][]) {
+    const value = fields[name];
+    if (value === undefined) {
+      if (!column.endsWith("?")) throw new Error(`${what}: ${name} is required`);
+      continue;
+    }
+    if (column.startsWith("number")) {
+      // NaN and ±Infinity would reach the service as JSON null.
+      if (typeof value !== "number" || !Number.isFinite(value))
+        throw new Error(`${what}: ${name} must be a finite number`);
+      // Untyped JSON integers are taken as Edm.Int32, which cannot hold a byte count above 2 GiB.
+      entity[name] = { value, type: "Double" };
+    } else {
+      if (typeof value !== "string") throw new Error(`${what}: ${name} must be a string`);
+      entity[name] = value;
+    }
+  }
+  return entity;
+}
+
+function fromEntity<R extends object>(
+  columns: Columns<R>,
+  entity: TableEntityResult<Record<string, unknown>>,
+  what: string,
+): R {
+  const record: Record<string, unknown> = {};
+  for (const [name, column] of Object.entries(columns) as [string, string][]) {
+    const raw = entity[name];
+    if (raw === undefined || raw === null) {
+      if (!column.endsWith("?")) throw new Error(`${what} has no ${name} column`);
+      continue;
+    }
+    if (column.startsWith("number")) {
+      record[name] = readNumber(raw, `${what} column ${name}`);
+    } else {
+      if (typeof raw !== "string") throw new Error(`${what} column ${name} is not a string`);
+      record[name] = raw;
+    }
+  }
+  if (entity.etag) record.etag = entity.etag;
+  return record as R;
+}
+
+/**
+ * Our rows hold JS numbers, but a row edited by hand may come back as an Int64 (a bigint from the
+ * SDK) or a Double annotated as a string; all three mean the same number.
+ */
+function readNumber(raw: unknown, what: string): number {
+  let value = raw;
+  if (typeof raw === "bigint") {
+    value = Number(raw);
+    if (!Number.isSafeInteger(value)) throw new Error(`${what} is beyond 2^53`);
+  } else if (typeof raw === "string" && raw.trim() !== "") {
+    value = Number(raw);
+  }
+  if (typeof value !== "number" || !Number.isFinite(value)) throw new Error(`${what} is not a number`);
+  return value;
+}
+
+function statusOf(err: unknown): number | undefined {
+  if (typeof err !== "object" || err === null) return undefined;
+  const status = (err as { statusCode?: unknown }).statusCode;
+  return typeof status === "number" ? status : undefined;
+}
+
+/** PartitionKey and RowKey refuse these characters; say so before the service answers a bare 400. */
+function checkKey(value: string, what: string): void {
+  // eslint-disable-next-line no-control-regex
+  if (value === "" || /[/\\#?\u0000-\u001f\u007f-\u009f]/.test(value))
+    throw new Error(
+      `${what} '${value}' cannot be a table key: it must be non-empty without / \\ # ? or control characters`,
+    );
+}
+
+export class TableLineage implements Lineage {
+  private readonly disks: TableClient;
+  private readonly runs: TableClient;
+  private readonly points: TableClient;
+
+  constructor(
+    tableFor: (tableName: string) => TableClient,
+    names: { disks?: string; runs?: string; points?: string } = {},
+  ) {
+    this.disks = tableFor(names.disks ?? DEFAULT_TABLE_NAMES.disks);
+    this.runs = tableFor(names.runs ?? DEFAULT_TABLE_NAMES.runs);
+    this.points = tableFor(names.points ?? DEFAULT_TABLE_NAMES.points);
+  }
+
+  async ensureTables(): Promise<void> {
+    // createTable already swallows 409 TableAlreadyExists; any other 409 (TableBeingDeleted
+    // shortly after a delete) must surface, so no blanket catch here.
+    await Promise.all([this.disks.createTable(), this.runs.createTable(), this.points.createTable()]);
+  }
+
+  async addDisk(disk: DiskRecord): Promise<DiskRecord> {
+    checkKey(disk.id, "disk id");
+    const what = `disk ${disk.id}`;
+    const etag = await this.create(
+      this.disks,
+      toEntity(DISK_COLUMNS, disk, DISK_PARTITION, disk.id, what),
+      what,
+    );
+    return { ...disk, etag };
+  }
+
+  async getDisk(id: string): Promise<DiskRecord | undefined> {
+    const entity = await this.read(this.disks, DISK_PARTITION, id);
+    return entity && fromEntity(DISK_COLUMNS, entity, `disk ${id}`);
+  }
+
+  async listDisks(): Promise<DiskRecord[]> {
+    return this.list(this.disks, DISK_PARTITION, undefined, (e) =>
+      fromEntity(DISK_COLUMNS, e, `disk ${e.rowKey}`),
+    );
+  }
+
+  async updateDisk(disk: DiskRecord): Promise<DiskRecord> {
+    const what = `disk ${disk.id}`;
+    const entity = toEntity(DISK_COLUMNS, disk, DISK_PARTITION, disk.id, what);
+    return { ...disk, etag: await this.replace(this.disks, entity, disk.etag, what) };
+  }
+
+  async addRun(run: RunRecord): Promise<RunRecord> {
+    checkKey(run.diskId, "disk id");
+    const what = `run ${run.id} of disk ${run.diskId}`;
+    const entity = toEntity(RUN_COLUMNS, run, run.diskId, newestFirstKey(run.id), what);
+    return { ...run, etag: await this.create(this.runs, entity, what) };
+  }
+
+  async getRun(diskId: string, runId: string): Promise<RunRecord | undefined> {
+    const entity = await this.read(this.runs, diskId, newestFirstKey(runId));
+    return entity && fromEntity(RUN_COLUMNS, entity, `run ${runId} of disk ${diskId}`);
+  }
+
+  async updateRun(run: RunRecord): Promise<RunRecord> {
+    const what = `run ${run.id} of disk ${run.diskId}`;
+    const entity = toEntity(RUN_COLUMNS, run, run.diskId, newestFirstKey(run.id), what);
+    return { ...run, etag: await this.replace(this.runs, entity, run.etag, what) };
+  }
+
+  async listRuns(diskId: string, limit?: number): Promise<RunRecord[]> {
+    return this.list(this.runs, diskId, limit, (e) =>
+      fromEntity(RUN_COLUMNS, e, `run row ${e.rowKey} of disk ${diskId}`),
+    );
+  }
+
+  async addPoint(point: RestorePointRecord): Promise<RestorePointRecord> {
+    checkKey(point.diskId, "disk id");
+    const what = `restore point ${point.id} of disk ${point.diskId}`;
+    const entity = toEntity(POINT_COLUMNS, point, point.diskId, newestFirstKey(point.id), what);
+    return { ...point, etag: await this.create(this.points, entity, what) };
+  }
+
+  async getPoint(diskId: string, pointId: string): Promise<RestorePointRecord | undefined> {
+    const entity = await this.read(this.points, diskId, newestFirstKey(pointId));
+    return entity && fromEntity(POINT_COLUMNS, entity, `restore point ${pointId} of disk ${diskId}`);
+  }
+
+  async updatePoint(point: RestorePointRecord): Promise<RestorePointRecord> {
+    const what = `restore point ${point.id} of disk ${point.diskId}`;
+    const entity = toEntity(POINT_COLUMNS, point, point.diskId, newestFirstKey(point.id), what);
+    return { ...point, etag: await this.replace(this.points, entity, point.etag, what) };
+  }
+
+  async listPoints(diskId: string, limit?: number): Promise<RestorePointRecord[]> {
+    return this.list(this.points, diskId, limit, (e) =>
+      fromEntity(POINT_COLUMNS, e, `restore point row ${e.rowKey} of disk ${diskId}`),
+    );
+  }
+
+  async deletePoint(diskId: string, pointId: string): Promise<void> {
+    try {
+      await this.points.deleteEntity(diskId, newestFirstKey(pointId));
+    } catch (err) {
+      // Already gone is the outcome the caller wanted; retention may delete twice.
+      if (statusOf(err) !== 404) throw err;
+    }
+  }
+
+  private async create(table: TableClient, entity: Entity, what: string): Promise<string> {
+    try {
+      return etagOf(await table.createEntity(entity), what);
+    } catch (err) {
+      if (statusOf(err) === 409) throw new ConflictError(`${what} already exists`);
+      throw err;
+    }
+  }
+
+  private async replace(
+    table: TableClient,
+    entity: Entity,
+    etag: string | undefined,
+    what: string,
+  ): Promise<string> {
+    // Without an ETag the SDK sends If-Match: * and the write would silently clobber a concurrent one.
+    if (!etag)
+      throw new Error(`cannot update ${what}: the record has no etag; read it from the lineage first`);
+    try {
+      return etagOf(await table.updateEntity(entity, "Replace", { etag }), what);
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 412)
+        throw new ConflictError(
+          `${what} was changed by another writer since it was read; read it again and retry`,
+        );
+      if (status === 404) throw new NotFoundError(`${what} does not exist`);
+      throw err;
+    }
+  }
+
+  private async read(
+    table: TableClient,
+    partitionKey: string,
+    rowKey: string,
+  ): Promise<TableEntityResult<Record<string, unknown>> | undefined> {
+    try {
+      return await table.getEntity(partitionKey, rowKey);
+    } catch (err) {
+      if (statusOf(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  private async list<R>(
+    table: TableClient,
+    partitionKey: string,
+    limit: number | undefined,
+    map: (entity: TableEntityResult<Record<string, unknown>>) => R,
+  ): Promise<R[]> {
+    if (limit !== undefined && (!Number.isInteger(limit) || limit < 0))
+      throw new RangeError(`limit must be a whole number >= 0, got ${limit}`);
+    const out: R[] = [];
+    if (limit === 0) return out;
+    const pages = table
+      .listEntities({ queryOptions: { filter: odata`PartitionKey eq ${partitionKey}` } })
+      .byPage({ maxPageSize: Math.min(limit ?? MAX_PAGE_SIZE, MAX_PAGE_SIZE) });
+    for await (const page of pages) {
+      for (const entity of page) {
+        out.push(map(entity));
+        if (out.length === limit) return out;
+      }
+    }
+    return out;
+  }
+}
+
+function etagOf(response: { etag?: string }, what: string): string {
+  // The service always answers a write with an ETag; without one the next guarded update could not be made.
+  if (!response.etag) throw new Error(`the table service returned no etag for ${what}`);
+  return response.etag;
+}
