@@ -60,6 +60,8 @@ export interface RunRecord {
   bytesPlanned: number;
   bytesCopied: number;
   bytesCleared: number;
+  /** Disk offset below which this run's changes are applied to the backup blob; a resumed run starts here. */
+  checkpoint?: number;
   /** Snapshot id of the backup blob taken by the seal. */
   backupSnapshot?: string;
   restorePoint?: string;

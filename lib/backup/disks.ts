@@ -1,0 +1,147 @@
+/**
+ * Registering and listing protected disks. `addDisk` checks everything it can before writing a
+ * row, and names every problem at once: a malformed URL, a blob that is missing or not a page
+ * blob, an account the identity cannot use (with the role it lacks), a backup blob that another
+ * disk already uses. Nothing is written unless every check passes.
+ */
+import { describeStorageError, errorInfo } from "../azure/errors";
+import { withRetry } from "../azure/retry";
+import {
+  blobLocation,
+  checkContainerName,
+  parseAccountUrl,
+  parseBlobUrl,
+  type AccountLocation,
+  type BlobLocation,
+} from "../azure/urls";
+import type { DiskRecord } from "../lineage/types";
+import { retryPolicy, type EngineDeps } from "./run";
+
+export class InputError extends Error {
+  constructor(readonly problems: string[]) {
+    super(
+      problems.length === 1
+        ? problems[0]
+        : `${problems.length} problems:\n${problems.map((p) => `  - ${p}`).join("\n")}`,
+    );
+    this.name = "InputError";
+  }
+}
+
+export interface AddDiskInput {
+  id: string;
+  source: string;
+  backupAccount: string;
+  backupContainer?: string;
+  backupBlob?: string;
+}
+
+export const DEFAULT_BACKUP_CONTAINER = "diskdelta";
+const DISK_ID = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+export function checkDiskId(id: string): string | undefined {
+  return DISK_ID.test(id)
+    ? undefined
+    : `disk id "${id}" is not valid: use 1-63 lowercase letters, digits and hyphens, starting and ending with a letter or digit`;
+}
+
+export async function addDisk(deps: EngineDeps, input: AddDiskInput): Promise<DiskRecord> {
+  const problems: string[] = [];
+  const idProblem = checkDiskId(input.id);
+  if (idProblem) problems.push(idProblem);
+  let source: BlobLocation | undefined;
+  let account: AccountLocation | undefined;
+  let backup: BlobLocation | undefined;
+  try {
+    source = parseBlobUrl(input.source, "--source");
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  try {
+    account = parseAccountUrl(input.backupAccount, "--backup-account");
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  const container = input.backupContainer ?? DEFAULT_BACKUP_CONTAINER;
+  try {
+    checkContainerName(container, "--backup-container");
+    if (account) backup = blobLocation(account, container, input.backupBlob ?? input.id);
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  if (
+    source &&
+    backup &&
+    source.serviceUrl === backup.serviceUrl &&
+    source.container === backup.container &&
+    source.blob === backup.blob
+  ) {
+    problems.push(
+      "the backup blob cannot be the disk itself: choose another --backup-account, --backup-container or --backup-blob",
+    );
+  }
+  const policy = retryPolicy(deps.config);
+  if (source) {
+    try {
+      const props = await withRetry(policy, () => deps.clients.pageBlob(source!).getProperties());
+      if (props.blobType !== "PageBlob") {
+        problems.push(
+          `--source ${source.url} is a ${props.blobType ?? "non-page"} blob; diskdelta protects page blobs (VM disks) only`,
+        );
+      }
+    } catch (err) {
+      problems.push(describeStorageError(err, `--source ${source.url}`, "Storage Blob Data Contributor"));
+    }
+  }
+  if (backup) {
+    try {
+      await withRetry(policy, () => deps.clients.container(backup!).createIfNotExists());
+    } catch (err) {
+      problems.push(
+        describeStorageError(
+          err,
+          `--backup-account ${backup.serviceUrl} (container ${backup.container})`,
+          "Storage Blob Data Contributor",
+        ),
+      );
+    }
+  }
+  const existing = await deps.lineage.listDisks();
+  if (existing.some((d) => d.id === input.id)) {
+    problems.push(`disk ${input.id} is already registered; pick another id or see 'diskdelta disk list'`);
+  }
+  if (backup) {
+    const clash = existing.find(
+      (d) =>
+        d.backupAccountUrl === backup!.serviceUrl &&
+        d.backupContainer === backup!.container &&
+        d.backupBlob === backup!.blob,
+    );
+    if (clash)
+      problems.push(`disk ${clash.id} already backs up to ${backup.url}; give --backup-blob another name`);
+  }
+  if (problems.length) throw new InputError(problems);
+  try {
+    return await deps.lineage.addDisk({
+      id: input.id,
+      sourceUrl: source!.url,
+      backupAccountUrl: backup!.serviceUrl,
+      backupContainer: backup!.container,
+      backupBlob: backup!.blob,
+      createdAt: (deps.now ?? (() => new Date()))().toISOString(),
+    });
+  } catch (err) {
+    throw new InputError([`could not register disk ${input.id}: ${errorInfo(err).message}`]);
+  }
+}
+
+export async function requireDisk(deps: EngineDeps, id: string): Promise<DiskRecord> {
+  const problem = checkDiskId(id);
+  if (problem) throw new InputError([problem]);
+  const disk = await deps.lineage.getDisk(id);
+  if (!disk)
+    throw new InputError([
+      `disk ${id} is not registered; see 'diskdelta disk list' or add it with 'diskdelta disk add'`,
+    ]);
+  return disk;
+}

@@ -1,0 +1,263 @@
+/**
+ * One validated configuration read from the environment (app settings in Azure, the shell for the
+ * CLI). Guarantees: every setting diskdelta reads is listed in SETTINGS with its default and
+ * meaning; every bad value is named in a single ConfigError together with the fix; secrets
+ * (account keys, connection strings) are kept out of `describeConfig` and every message.
+ */
+import path from "node:path";
+
+export type DiffMode = "auto" | "service" | "compare";
+export type CopyMode = "auto" | "streamed" | "server";
+
+export interface Config {
+  /** Where the lineage lives (and later the queues). Undefined: the CLI starts the embedded Azurite. */
+  storage?: StorageConnection;
+  /** account name → base64 shared key, from STORAGE_ACCOUNT_KEYS. */
+  accountKeys: Map<string, string>;
+  diffMode: DiffMode;
+  copyMode: CopyMode;
+  /** Bytes of disk listed per Get Page Ranges call; see SETTINGS for why 128 MiB. */
+  segmentBytes: number;
+  copyConcurrency: number;
+  leaseSeconds: number;
+  retryAttempts: number;
+  retryBaseMs: number;
+  tablePrefix: string;
+  home: string;
+}
+
+export type StorageConnection =
+  | { kind: "connectionString"; connectionString: string }
+  | { kind: "identity"; tableServiceUri: string; queueServiceUri?: string; clientId?: string };
+
+export interface SettingInfo {
+  name: string;
+  default: string;
+  meaning: string;
+}
+
+/** Every setting the code reads. The README and local.settings.sample.json list the same names. */
+export const SETTINGS: SettingInfo[] = [
+  {
+    name: "AzureWebJobsStorage",
+    default: "(unset: the CLI starts an embedded Azurite)",
+    meaning:
+      "Connection string of the storage holding the lineage tables (and the app's queues). `UseDevelopmentStorage=true` means a local Azurite on the default ports.",
+  },
+  {
+    name: "AzureWebJobsStorage__tableServiceUri",
+    default: "(unset)",
+    meaning:
+      "Identity-based alternative to the connection string: the table endpoint, e.g. https://acct.table.core.windows.net. `AzureWebJobsStorage__accountName` is accepted too.",
+  },
+  {
+    name: "AzureWebJobsStorage__queueServiceUri",
+    default: "(derived from the table endpoint)",
+    meaning: "Queue endpoint when identity-based.",
+  },
+  {
+    name: "AzureWebJobsStorage__clientId",
+    default: "(unset)",
+    meaning: "Client id of a user-assigned managed identity.",
+  },
+  {
+    name: "STORAGE_ACCOUNT_KEYS",
+    default: "(unset: identities through DefaultAzureCredential)",
+    meaning:
+      "Shared keys for emulator and dev accounts, `account:base64key;account2:base64key` (the syntax of AZURITE_ACCOUNTS). Never logged.",
+  },
+  {
+    name: "DISKDELTA_DIFF_MODE",
+    default: "auto",
+    meaning:
+      "`service` trusts the page-range diff, `compare` reads source and backup and compares, `auto` uses the diff except on endpoints known to answer it wrongly (Azurite).",
+  },
+  {
+    name: "DISKDELTA_COPY_MODE",
+    default: "auto",
+    meaning:
+      "`server` copies with Put Page From URL, `streamed` downloads and uploads through this process, `auto` tries server-side and falls back when the endpoint answers 501.",
+  },
+  {
+    name: "DISKDELTA_SEGMENT_BYTES",
+    default: String(128 * 1024 * 1024),
+    meaning:
+      "Bytes of disk per Get Page Ranges call. Azure times out listing a highly fragmented region; 150 MB is documented as safe in the worst case, 128 MiB keeps segments 4 MiB-aligned below it.",
+  },
+  {
+    name: "DISKDELTA_COPY_CONCURRENCY",
+    default: "8",
+    meaning: "Chunks copied at once. Memory is bounded by this × 4 MiB.",
+  },
+  {
+    name: "DISKDELTA_RUN_LEASE_SECONDS",
+    default: "120",
+    meaning:
+      "How long a run's claim on its disk lasts without a heartbeat before another run may take it over.",
+  },
+  {
+    name: "DISKDELTA_RETRY_ATTEMPTS",
+    default: "6",
+    meaning: "Tries per storage call on 408, 429, 5xx and network errors (exponential backoff with jitter).",
+  },
+  {
+    name: "DISKDELTA_RETRY_BASE_MS",
+    default: "250",
+    meaning: "First backoff delay; doubles per try up to 30 s.",
+  },
+  {
+    name: "DISKDELTA_TABLE_PREFIX",
+    default: "diskdelta",
+    meaning: "Prefix of the lineage tables (<prefix>Disks, <prefix>Runs, <prefix>Points).",
+  },
+  {
+    name: "DISKDELTA_HOME",
+    default: ".diskdelta",
+    meaning: "Folder of the embedded Azurite's data and keys (relative to the working directory).",
+  },
+];
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(
+      problems.length === 1
+        ? `configuration error: ${problems[0]}`
+        : `configuration errors:\n${problems.map((p) => `  - ${p}`).join("\n")}`,
+    );
+    this.name = "ConfigError";
+  }
+}
+
+/** Parses `account:base64key;account2:key2`. Problems are named without echoing any key. */
+export function parseAccountKeys(raw: string | undefined, problems: string[]): Map<string, string> {
+  const keys = new Map<string, string>();
+  if (!raw || !raw.trim()) return keys;
+  raw
+    .split(";")
+    .map((entry) => entry.trim())
+    .filter(Boolean)
+    .forEach((entry, index) => {
+      const colon = entry.indexOf(":");
+      const account = colon > 0 ? entry.slice(0, colon) : "";
+      const key = colon > 0 ? entry.slice(colon + 1) : "";
+      if (!/^[a-z0-9]{3,24}$/.test(account)) {
+        problems.push(
+          `STORAGE_ACCOUNT_KEYS entry ${index + 1} has no valid account name before ':' (expected account:base64key; account names are 3-24 lowercase letters and digits)`,
+        );
+      } else if (!/^[A-Za-z0-9+/]+={0,2}$/.test(key)) {
+        problems.push(`STORAGE_ACCOUNT_KEYS entry for ${account} has a key that is not base64`);
+      } else {
+        keys.set(account, key);
+      }
+    });
+  return keys;
+}
+
+function intSetting(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  fallback: number,
+  problems: string[],
+  check: (n: number) => string | undefined = () => undefined,
+): number {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n <= 0) {
+    problems.push(`${name}=${raw} is not a positive integer`);
+    return fallback;
+  }
+  const bad = check(n);
+  if (bad) problems.push(`${name}=${raw} ${bad}`);
+  return n;
+}
+
+function enumSetting<T extends string>(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  allowed: readonly T[],
+  fallback: T,
+  problems: string[],
+): T {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  if ((allowed as readonly string[]).includes(raw)) return raw as T;
+  problems.push(`${name}=${raw} is not one of ${allowed.join(", ")}`);
+  return fallback;
+}
+
+function storageSetting(env: NodeJS.ProcessEnv, problems: string[]): StorageConnection | undefined {
+  const cs = env.AzureWebJobsStorage?.trim();
+  if (cs) {
+    if (cs !== "UseDevelopmentStorage=true" && !/AccountName=|TableEndpoint=/i.test(cs)) {
+      problems.push(
+        "AzureWebJobsStorage is not a storage connection string (expected AccountName=…;AccountKey=… or UseDevelopmentStorage=true); for an identity use AzureWebJobsStorage__accountName instead",
+      );
+      return undefined;
+    }
+    return { kind: "connectionString", connectionString: cs };
+  }
+  const accountName = env.AzureWebJobsStorage__accountName?.trim();
+  let table = env.AzureWebJobsStorage__tableServiceUri?.trim();
+  if (!table && accountName) table = `https://${accountName}.table.core.windows.net`;
+  if (!table) return undefined;
+  try {
+    new URL(table);
+  } catch {
+    problems.push(`AzureWebJobsStorage__tableServiceUri=${table} is not a URL`);
+    return undefined;
+  }
+  const queue =
+    env.AzureWebJobsStorage__queueServiceUri?.trim() ||
+    (accountName ? `https://${accountName}.queue.core.windows.net` : undefined);
+  return {
+    kind: "identity",
+    tableServiceUri: table,
+    queueServiceUri: queue,
+    clientId: env.AzureWebJobsStorage__clientId?.trim() || undefined,
+  };
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const problems: string[] = [];
+  const config: Config = {
+    storage: storageSetting(env, problems),
+    accountKeys: parseAccountKeys(env.STORAGE_ACCOUNT_KEYS, problems),
+    diffMode: enumSetting(
+      env,
+      "DISKDELTA_DIFF_MODE",
+      ["auto", "service", "compare"] as const,
+      "auto",
+      problems,
+    ),
+    copyMode: enumSetting(
+      env,
+      "DISKDELTA_COPY_MODE",
+      ["auto", "streamed", "server"] as const,
+      "auto",
+      problems,
+    ),
+    segmentBytes: intSetting(env, "DISKDELTA_SEGMENT_BYTES", 128 * 1024 * 1024, problems, (n) =>
+      n % (4 * 1024 * 1024) === 0
+        ? undefined
+        : "must be a multiple of 4 MiB (4194304) so segments align with chunks",
+    ),
+    copyConcurrency: intSetting(env, "DISKDELTA_COPY_CONCURRENCY", 8, problems, (n) =>
+      n <= 256 ? undefined : "is above 256; memory is concurrency × 4 MiB",
+    ),
+    leaseSeconds: intSetting(env, "DISKDELTA_RUN_LEASE_SECONDS", 120, problems, (n) =>
+      n >= 3 ? undefined : "is below 3 seconds; heartbeats could not keep up",
+    ),
+    retryAttempts: intSetting(env, "DISKDELTA_RETRY_ATTEMPTS", 6, problems),
+    retryBaseMs: intSetting(env, "DISKDELTA_RETRY_BASE_MS", 250, problems),
+    tablePrefix: env.DISKDELTA_TABLE_PREFIX?.trim() || "diskdelta",
+    home: path.resolve(env.DISKDELTA_HOME?.trim() || ".diskdelta"),
+  };
+  if (!/^[A-Za-z][A-Za-z0-9]{2,40}$/.test(config.tablePrefix)) {
+    problems.push(
+      `DISKDELTA_TABLE_PREFIX=${config.tablePrefix} must be 3-41 letters and digits, starting with a letter (table names)`,
+    );
+  }
+  if (problems.length) throw new ConfigError(problems);
+  return config;
+}

@@ -1,0 +1,52 @@
+/**
+ * Builds everything a use case needs from the configuration, once: storage clients, the lineage
+ * store, a logger. With no AzureWebJobsStorage it first starts the embedded default. `close()`
+ * stops whatever was started here.
+ */
+import { StorageClients } from "./azure/clients";
+import type { EngineDeps, Logger } from "./backup/run";
+import { loadConfig, type Config } from "./config";
+import { startEmbedded, type EmbeddedStorage } from "./emulator/embedded";
+import { TableLineage } from "./lineage/tableStore";
+
+export interface Engine extends EngineDeps {
+  embedded?: EmbeddedStorage;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_EMBEDDED_PORT = 10000;
+
+export async function openEngine(log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Engine> {
+  let config: Config = loadConfig(env);
+  let embedded: EmbeddedStorage | undefined;
+  if (!config.storage) {
+    const port = Number(env.DISKDELTA_EMBEDDED_PORT || DEFAULT_EMBEDDED_PORT);
+    if (!Number.isInteger(port) || port < 1 || port > 65533) {
+      throw new Error(`DISKDELTA_EMBEDDED_PORT=${env.DISKDELTA_EMBEDDED_PORT} is not a port number`);
+    }
+    embedded = await startEmbedded(config.home, port);
+    config = {
+      ...config,
+      storage: { kind: "connectionString", connectionString: embedded.connectionString },
+      accountKeys: new Map([...embedded.keys, ...config.accountKeys]),
+    };
+  }
+  const clients = new StorageClients(config);
+  const prefix = config.tablePrefix;
+  const lineage = new TableLineage((name) => clients.table(name), {
+    disks: `${prefix}Disks`,
+    runs: `${prefix}Runs`,
+    points: `${prefix}Points`,
+  });
+  await lineage.ensureTables();
+  return {
+    config,
+    clients,
+    lineage,
+    log,
+    embedded,
+    close: async () => {
+      await embedded?.close();
+    },
+  };
+}
