@@ -268,19 +268,8 @@ class Execution {
         ? { detection: "compare", reason: "the backup blob already holds data from an unfinished first run" }
         : { detection: "valid-ranges" };
     }
-    const mode = this.deps.config.diffMode;
-    if (mode === "compare") return { detection: "compare", reason: "DISKDELTA_DIFF_MODE=compare" };
-    if (mode === "auto") {
-      const props = await withRetry(this.policy, () =>
-        this.deps.clients.pageBlob(this.source).getProperties(),
-      );
-      const server = props._response.headers.get("server");
-      if (answersDiffsWrongly(server)) {
-        return {
-          detection: "compare",
-          reason: `the source endpoint (${server}) answers page-range diffs wrongly`,
-        };
-      }
+    if (this.deps.config.diffMode === "compare") {
+      return { detection: "compare", reason: "DISKDELTA_DIFF_MODE=compare" };
     }
     return { detection: "service-diff" };
   }
@@ -336,6 +325,17 @@ class Execution {
           detection,
           kind: "resync",
           reason: `the service refused the diff: ${code}`,
+        });
+        changes = await this.detect(detection, segment, copier.source, copier.backup);
+      }
+      if (detection === "service-diff" && config.diffMode === "auto" && answersDiffsWrongly(changes.server)) {
+        // The answer came from an endpoint that ignores `prevsnapshot` (Azurite#812): no cleared
+        // ranges, every valid page listed. Never trust it; compare instead.
+        log.info(`run ${this.run.id}: ${changes.server} answers page-range diffs wrongly; comparing instead`);
+        detection = "compare";
+        await this.tracker.update({
+          detection,
+          reason: `the endpoint (${changes.server}) answers page-range diffs wrongly`,
         });
         changes = await this.detect(detection, segment, copier.source, copier.backup);
       }

@@ -28,6 +28,8 @@ import {
 export interface ChangeSet {
   writes: PageRange[];
   clears: PageRange[];
+  /** The `Server` header of the listing's first response: who actually answered. */
+  server?: string;
 }
 
 /**
@@ -40,6 +42,7 @@ interface RangePage {
   pageRange?: { start: number; end: number }[];
   clearRange?: { start: number; end: number }[];
   continuationToken?: string;
+  _response?: { headers: { get(name: string): string | undefined } };
 }
 
 async function collectPages(
@@ -49,6 +52,7 @@ async function collectPages(
   const writes: PageRange[] = [];
   const clears: PageRange[] = [];
   let token: string | undefined;
+  let server: string | undefined;
   do {
     const marker = token;
     const page = await withRetry(policy, async () => {
@@ -56,11 +60,12 @@ async function collectPages(
       return result.done ? undefined : result.value;
     });
     if (!page) break;
+    server ??= page._response?.headers.get("server");
     for (const r of page.pageRange ?? []) writes.push(fromInclusive(r));
     for (const r of page.clearRange ?? []) clears.push(fromInclusive(r));
     token = page.continuationToken || undefined;
   } while (token);
-  return { writes: normalize(writes), clears: normalize(clears) };
+  return { writes: normalize(writes), clears: normalize(clears), server };
 }
 
 /** The service's diff of `snapshot` (the client) against `prevSnapshot`, restricted to `segment`. */
@@ -81,6 +86,7 @@ export async function serviceDiffSegment(
   return {
     writes: intersect(set.writes, [segment]),
     clears: intersect(set.clears, [segment]),
+    server: set.server,
   };
 }
 
