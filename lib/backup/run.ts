@@ -297,9 +297,10 @@ class Execution {
     const snapshot = this.run.sourceSnapshot;
     if (!snapshot) throw new Error(`run ${this.run.id} is copying without a source snapshot`);
     const backupHadData = await this.prepareBackupBlob(size);
-    let { detection, reason } = await this.chooseDetection(backupHadData);
+    const chosen = await this.chooseDetection(backupHadData);
+    let detection = chosen.detection;
     if (detection !== this.run.detection) {
-      await this.tracker.update({ detection, reason: reason ?? this.run.reason, ...this.counters() });
+      await this.tracker.update({ detection, reason: chosen.reason ?? this.run.reason, ...this.counters() });
     }
     const copier = new PageCopier(
       clients,
