@@ -343,12 +343,15 @@ class Execution {
       this.stats.rangesWritten += changes.writes.length;
       this.stats.rangesCleared += changes.clears.length;
       this.stats.bytesPlanned += totalBytes(changes.writes);
-      this.stats.bytesCleared += await copier.clear(changes.clears);
+      // Await first, then add: `x += await f()` reads x before the await and loses parallel updates.
+      const cleared = await copier.clear(changes.clears);
+      this.stats.bytesCleared += cleared;
       // Chunks are pulled lazily: only the in-flight ones (concurrency × ≤ 4 MiB) exist at once.
       const chunks = chunksOf(changes.writes);
       await forEachBounded(chunks, config.copyConcurrency, async (chunk) => {
         this.stats.chunksTotal += 1;
-        this.stats.bytesCopied += await copier.copyChunk(chunk);
+        const copied = await copier.copyChunk(chunk);
+        this.stats.bytesCopied += copied;
         this.stats.chunksDone += 1;
         this.report("copying", Math.min(segment.end, (chunk.index + 1) * 4 * 1024 * 1024));
       });
