@@ -54,10 +54,18 @@ function parse(raw: string, what: string): { url: URL; account: string; rest: st
       `${what} must not carry a query string or credentials (a SAS would end up in the lineage); give keys in STORAGE_ACCOUNT_KEYS or use an identity`,
     );
   }
-  const segments = url.pathname
-    .split("/")
-    .filter((s) => s !== "")
-    .map(decodeURIComponent);
+  let segments: string[];
+  try {
+    segments = url.pathname
+      .split("/")
+      .filter((s) => s !== "")
+      .map(decodeURIComponent);
+  } catch {
+    // decodeURIComponent throws a bare URIError ("URI malformed") that names neither the URL nor the setting.
+    throw new UrlError(
+      `${what} "${raw}" has a malformed percent-escape in its path (use %XX with two hex digits)`,
+    );
+  }
   const pathStyle = isPathStyleHost(url.hostname);
   const account = pathStyle ? (segments.shift() ?? "") : url.hostname.split(".")[0];
   if (!ACCOUNT.test(account)) {
