@@ -198,6 +198,12 @@ function storageSetting(env: NodeJS.ProcessEnv, problems: string[]): StorageConn
     return { kind: "connectionString", connectionString: cs };
   }
   const accountName = env.AzureWebJobsStorage__accountName?.trim();
+  if (accountName && !/^[a-z0-9]{3,24}$/.test(accountName)) {
+    problems.push(
+      `AzureWebJobsStorage__accountName=${accountName} is not a storage account name (3-24 lowercase letters and digits)`,
+    );
+    return undefined;
+  }
   let table = env.AzureWebJobsStorage__tableServiceUri?.trim();
   if (!table && accountName) table = `https://${accountName}.table.core.windows.net`;
   if (!table) return undefined;
