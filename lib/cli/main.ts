@@ -42,7 +42,8 @@ function print(opts: GlobalOptions, json: unknown, human: string): void {
   process.stdout.write(opts.json ? `${JSON.stringify(json, null, 2)}\n` : `${human}\n`);
 }
 
-function table(rows: string[][]): string {
+/** Left-aligned columns, two spaces apart; the first row is the header. */
+export function table(rows: string[][]): string {
   if (rows.length === 0) return "";
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
   return rows
@@ -108,7 +109,7 @@ function pointJson(p: RestorePointRecord) {
   };
 }
 
-function duration(run: RunRecord): string {
+export function duration(run: RunRecord): string {
   if (!run.finishedAt) return "-";
   return `${((Date.parse(run.finishedAt) - Date.parse(run.startedAt)) / 1000).toFixed(1)}s`;
 }
