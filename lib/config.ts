@@ -213,9 +213,10 @@ function storageSetting(env: NodeJS.ProcessEnv, problems: string[]): StorageConn
     problems.push(`AzureWebJobsStorage__tableServiceUri=${table} is not a URL`);
     return undefined;
   }
+  // SETTINGS documents the queue endpoint as derived from the table endpoint (any cloud's suffix).
   const queue =
     env.AzureWebJobsStorage__queueServiceUri?.trim() ||
-    (accountName ? `https://${accountName}.queue.core.windows.net` : undefined);
+    (/\.table\./.test(table) ? table.replace(".table.", ".queue.") : undefined);
   return {
     kind: "identity",
     tableServiceUri: table,
