@@ -12,6 +12,9 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import crypto from "node:crypto";
+import type { Command } from "commander";
+import { buildProgram } from "../../lib/cli/main";
+import { loadConfig, SETTINGS } from "../../lib/config";
 import { BACKUP_ACCOUNT, SOURCE_ACCOUNT, testStorage, uniqueName } from "../support/testEnv";
 import {
   backupAccountUrl,
@@ -535,4 +538,41 @@ test("the walkthrough fails with the CLI's exit code and the reason on stderr", 
   const result = await node(WALKTHROUGH, [], { ...testEngineEnv(), DISKDELTA_DIFF_MODE: "bogus" });
   expect(result.code).toBe(2);
   expect(result.stderr).toMatch(/diskdelta walkthrough: configuration error: DISKDELTA_DIFF_MODE=bogus/);
+});
+
+describe("the documentation matches the code", () => {
+  const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
+
+  test("README names every setting, every command and every option", () => {
+    for (const name of [...SETTINGS.map((s) => s.name), "DISKDELTA_EMBEDDED_PORT"]) {
+      expect(readme).toContain(`\`${name}\``);
+    }
+    const walk = (command: Command, prefix: string[]): void => {
+      for (const option of command.options) expect(readme).toContain(option.long!);
+      for (const sub of command.commands) {
+        const words = [...prefix, sub.name()];
+        expect(readme).toContain(`diskdelta ${words.join(" ")}`);
+        walk(sub, words);
+      }
+    };
+    walk(buildProgram(), []);
+  });
+
+  test("local.settings.sample.json holds every setting, with the defaults, and loads", () => {
+    const sample = JSON.parse(fs.readFileSync(path.join(ROOT, "local.settings.sample.json"), "utf8")) as {
+      IsEncrypted: boolean;
+      Values: Record<string, string>;
+    };
+    expect(sample.IsEncrypted).toBe(false);
+    expect(Object.keys(sample.Values).sort()).toEqual(
+      [...SETTINGS.map((s) => s.name), "FUNCTIONS_WORKER_RUNTIME"].sort(),
+    );
+    expect(sample.Values.FUNCTIONS_WORKER_RUNTIME).toBe("node");
+    expect(sample.Values.AzureWebJobsStorage).toBe("UseDevelopmentStorage=true");
+    // Settings whose default is a value (not a parenthesised explanation) carry that value.
+    for (const s of SETTINGS.filter((s) => !s.default.startsWith("("))) {
+      expect([s.name, sample.Values[s.name]]).toEqual([s.name, s.default]);
+    }
+    expect(() => loadConfig(sample.Values)).not.toThrow();
+  });
 });
