@@ -7,7 +7,9 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { Command } from "commander";
 import { addDisk, InputError } from "../../lib/backup/disks";
+import { registerRestoreCommands } from "../../lib/cli/restoreCommands";
 import { backupDisk } from "../../lib/backup/run";
 import type { Engine } from "../../lib/engine";
 import type { RestorePointRecord } from "../../lib/lineage";
@@ -263,5 +265,39 @@ describe("restore to file", () => {
     expect(fs.existsSync(path.join(dir, "no"))).toBe(false);
     const r = await restoreToFile(engine, diskId, { point: "latest", path: file, overwrite: true });
     expect(fs.statSync(file).size).toBe(r.size);
+  });
+});
+
+describe("restore command", () => {
+  async function cli(args: string[]): Promise<string> {
+    const program = new Command("diskdelta").option("--json").exitOverride();
+    registerRestoreCommands(
+      program,
+      () => program.opts(),
+      (_opts, work) => work(engine),
+    );
+    const out: string[] = [];
+    const write = jest.spyOn(process.stdout, "write").mockImplementation((chunk) => {
+      out.push(String(chunk));
+      return true;
+    });
+    try {
+      await program.parseAsync(args, { from: "user" });
+    } finally {
+      write.mockRestore();
+    }
+    return out.join("");
+  }
+
+  test("--json prints the new disk under diskId; human output says how to attach it; bad input is an InputError", async () => {
+    const name = `${diskId}-cli`;
+    const json = JSON.parse(await cli(["--json", "restore", diskId, "--point", "latest", "--name", name]));
+    expect(json).toMatchObject({ diskId: name, fromDiskId: diskId, fromPoint: points[points.length - 1].id });
+    expect(await engine.lineage.getDisk(name)).toBeDefined();
+    const human = await cli(["restore", diskId, "--point", points[0].id, "--name", `${name}2`]);
+    expect(human).toMatch(/az disk create .* --source http/);
+    expect(human).toMatch(/az vm disk attach/);
+    await expect(cli(["restore", "nosuchdisk", "--point", "latest"])).rejects.toThrow(InputError);
+    await expect(cli(["restore", diskId, "--point", "latest", "--to-file", "-"])).rejects.toThrow(InputError);
   });
 });
