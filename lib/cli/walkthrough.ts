@@ -14,6 +14,7 @@ import { addDisk, DEFAULT_BACKUP_CONTAINER } from "../backup/disks";
 import { backupDisk, type Logger, type Progress } from "../backup/run";
 import { isNotFound } from "../azure/errors";
 import { parseAccountUrl } from "../azure/urls";
+import { ConfigError, loadConfig } from "../config";
 import { DEV_ACCOUNT, DEV_ACCOUNT_KEY } from "../emulator/azurite";
 import { openEngine, type Engine } from "../engine";
 import type { DiskRecord, RunRecord } from "../lineage/types";
@@ -110,7 +111,9 @@ function storageAccountOf(env: NodeJS.ProcessEnv): { serviceUrl: string; account
         ? `${parts.get("defaultendpointsprotocol") ?? "https"}://${account}.blob.${parts.get("endpointsuffix") ?? "core.windows.net"}`
         : undefined);
     if (!serviceUrl) {
-      throw new Error("AzureWebJobsStorage names no blob endpoint (BlobEndpoint= or AccountName=)");
+      throw new ConfigError([
+        "AzureWebJobsStorage names no blob endpoint (BlobEndpoint= or AccountName=) for the walkthrough's disk",
+      ]);
     }
     const parsed = parseAccountUrl(serviceUrl, "the blob endpoint of AzureWebJobsStorage");
     return { serviceUrl: parsed.serviceUrl, account: parsed.account, key: parts.get("accountkey") };
@@ -122,7 +125,9 @@ function storageAccountOf(env: NodeJS.ProcessEnv): { serviceUrl: string; account
       : "");
   const blob = table.replace(/\.table\./, ".blob.").replace(/\/+$/, "");
   if (blob === table) {
-    throw new Error(`cannot tell the blob endpoint of the lineage storage from ${table || "the settings"}`);
+    throw new ConfigError([
+      `cannot tell the blob endpoint of the lineage storage from ${table || "the settings"} for the walkthrough's disk`,
+    ]);
   }
   const parsed = parseAccountUrl(blob, "the blob endpoint of AzureWebJobsStorage");
   return { serviceUrl: parsed.serviceUrl, account: parsed.account };
@@ -137,6 +142,8 @@ async function open(narrator: Narrator): Promise<{ engine: Engine; accounts: Acc
   );
   let own: ReturnType<typeof storageAccountOf> | undefined;
   if (usesStorage) {
+    // Settings are validated first, so a bad one gets the usual ConfigError naming it.
+    loadConfig(env);
     own = storageAccountOf(env);
     const listed = (env.STORAGE_ACCOUNT_KEYS ?? "").split(";").map((e) => e.trim().split(":")[0]);
     if (own.key && !listed.includes(own.account)) {
