@@ -3,6 +3,7 @@
  * on stdout with stable keys; human output is a short table. Failures print one message naming
  * the problem and the fix on stderr and exit non-zero (1 for failed work, 2 for bad input).
  */
+import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import { addDisk, InputError, requireDisk } from "../backup/disks";
 import { backupDisk, type Logger } from "../backup/run";
@@ -293,7 +294,14 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (require.main === module || process.argv[1]?.endsWith("bin/diskdelta.js")) {
+/**
+ * Run when this file is the entry, or when bin/diskdelta.js (which only requires this file) is.
+ * The bin is compared by `require.main.filename`, which Node resolves through symlinks: npm runs a
+ * package bin through a symlink (node_modules/.bin/diskdelta, a global install), where
+ * `process.argv[1]` is the link's own path and names no "bin/diskdelta.js".
+ */
+const BIN = path.resolve(__dirname, "../../../bin/diskdelta.js");
+if (require.main === module || require.main?.filename === BIN) {
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   });

@@ -165,6 +165,16 @@ describe("--help", () => {
     expect(result.stdout).toContain("--help");
   });
 
+  test("the package bin runs the CLI, also through a symlink as npm installs it (node_modules/.bin)", async () => {
+    const link = path.join(scratch, "diskdelta");
+    fs.symlinkSync(path.join(ROOT, "bin/diskdelta.js"), link);
+    for (const entry of [path.join(ROOT, "bin/diskdelta.js"), link]) {
+      const result = await node(entry, ["--help"], testEngineEnv());
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain("Usage: diskdelta [options] [command]");
+    }
+  });
+
   test("disk add --help names every option", async () => {
     const result = await cli(["disk", "add", "--help"], testEngineEnv());
     for (const option of ["--source", "--backup-account", "--backup-container", "--backup-blob"]) {
