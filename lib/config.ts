@@ -24,6 +24,8 @@ export interface Config {
   retryBaseMs: number;
   tablePrefix: string;
   home: string;
+  /** Base port of the embedded Azurite (blob; queue +1, table +2). */
+  embeddedPort: number;
 }
 
 export type StorageConnection =
@@ -109,6 +111,12 @@ export const SETTINGS: SettingInfo[] = [
     name: "DISKDELTA_TABLE_PREFIX",
     default: "diskdelta",
     meaning: "Prefix of the lineage tables (<prefix>Disks, <prefix>Runs, <prefix>Points).",
+  },
+  {
+    name: "DISKDELTA_EMBEDDED_PORT",
+    default: "10000",
+    meaning:
+      "Base port of the embedded Azurite: blob on it, queue on +1, table on +2. Fixed so that disk URLs stored in the lineage stay valid from one command to the next.",
   },
   {
     name: "DISKDELTA_HOME",
@@ -259,6 +267,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     retryBaseMs: intSetting(env, "DISKDELTA_RETRY_BASE_MS", 250, problems),
     tablePrefix: env.DISKDELTA_TABLE_PREFIX?.trim() || "diskdelta",
     home: path.resolve(env.DISKDELTA_HOME?.trim() || ".diskdelta"),
+    embeddedPort: intSetting(env, "DISKDELTA_EMBEDDED_PORT", 10000, problems, (n) =>
+      n <= 65533 ? undefined : "is not a port number with two more above it (at most 65533)",
+    ),
   };
   if (!/^[A-Za-z][A-Za-z0-9]{2,40}$/.test(config.tablePrefix)) {
     problems.push(

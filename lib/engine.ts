@@ -14,17 +14,11 @@ export interface Engine extends EngineDeps {
   close(): Promise<void>;
 }
 
-export const DEFAULT_EMBEDDED_PORT = 10000;
-
 export async function openEngine(log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Engine> {
   let config: Config = loadConfig(env);
   let embedded: EmbeddedStorage | undefined;
   if (!config.storage) {
-    const port = Number(env.DISKDELTA_EMBEDDED_PORT || DEFAULT_EMBEDDED_PORT);
-    if (!Number.isInteger(port) || port < 1 || port > 65533) {
-      throw new Error(`DISKDELTA_EMBEDDED_PORT=${env.DISKDELTA_EMBEDDED_PORT} is not a port number`);
-    }
-    embedded = await startEmbedded(config.home, port);
+    embedded = await startEmbedded(config.home, config.embeddedPort);
     config = {
       ...config,
       storage: { kind: "connectionString", connectionString: embedded.connectionString },

@@ -35,6 +35,9 @@ import { advancedDisk, claimRun, ownerId, releaseClaim } from "./claim";
 import { adoptOrTakeSnapshot, deleteSnapshot, listTaggedSnapshots } from "./snapshots";
 import { LostRunError, RunTracker } from "./tracker";
 
+/** Longest stretch of unchanged segments between two checkpoints: re-listing that much after a crash is cheap. */
+const CHECKPOINT_IDLE_MS = 10_000;
+
 export interface Logger {
   info(message: string): void;
   warn(message: string): void;
@@ -181,7 +184,15 @@ class Execution {
     const { clients, log } = this.deps;
     const sourceBlob = clients.pageBlob(this.source);
     if (this.run.state === "planned") {
-      await this.sweepLeakedSnapshots(sourceBlob);
+      await this.sweepLeakedSnapshots(sourceBlob).catch((err) => {
+        throw new Error(
+          describeStorageError(
+            err,
+            `disk ${this.disk.id} (${this.source.url})`,
+            "Storage Blob Data Contributor",
+          ),
+        );
+      });
       const snapshot = await adoptOrTakeSnapshot(
         clients.container(this.source),
         sourceBlob,
@@ -310,6 +321,7 @@ class Execution {
       config.copyMode,
     );
     const start = this.run.checkpoint ?? 0;
+    let lastCheckpoint = Date.now();
     if (start > 0) log.info(`run ${this.run.id}: resuming at byte ${start} of ${size}`);
     for (const segment of segments(size, config.segmentBytes)) {
       if (segment.end <= start) continue;
@@ -355,7 +367,14 @@ class Execution {
         this.stats.chunksDone += 1;
         this.report("copying", Math.min(segment.end, (chunk.index + 1) * 4 * 1024 * 1024));
       });
-      await this.tracker.update({ checkpoint: segment.end, ...this.counters() });
+      // Checkpoint after every segment that changed something, and otherwise every few seconds:
+      // a sparse 1 TiB disk is 8192 segments, and a table write for each empty one costs more
+      // than re-listing them after a crash.
+      const changed = changes.writes.length + changes.clears.length > 0;
+      if (changed || Date.now() - lastCheckpoint >= CHECKPOINT_IDLE_MS || segment.end === size) {
+        await this.tracker.update({ checkpoint: segment.end, ...this.counters() });
+        lastCheckpoint = Date.now();
+      }
     }
     this.report("sealing", size);
     await this.tracker.update({ state: "sealing", ...this.counters() });

@@ -12,6 +12,7 @@ import { openEngine, type Engine } from "../engine";
 import { BusyError, type DiskRecord, type RestorePointRecord, type RunRecord } from "../lineage/types";
 import { UrlError } from "../azure/urls";
 import { formatBytes, ProgressBar } from "./progress";
+import { registerRestoreCommands } from "./restoreCommands";
 
 interface GlobalOptions {
   json?: boolean;
@@ -260,6 +261,7 @@ export function buildProgram(): Command {
             ]),
       );
     });
+  registerRestoreCommands(program, globals, withEngine);
   return program;
 }
 

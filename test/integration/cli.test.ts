@@ -6,7 +6,7 @@
  * problem; two backups of one disk at once give one run and one "busy" naming it (exit 3); the
  * embedded state survives between commands; and no account key ever reaches stdout or stderr.
  */
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -25,50 +25,12 @@ import {
   writeRandom,
   type TestDisk,
 } from "../support/disks";
-
-const ROOT = path.resolve(__dirname, "../..");
-const MAIN = path.join(ROOT, "dist/lib/cli/main.js");
-const WALKTHROUGH = path.join(ROOT, "dist/lib/cli/walkthrough.js");
+import { ensureBuilt, MAIN, ROOT, WALKTHROUGH } from "../support/build";
 
 interface Result {
   code: number | null;
   stdout: string;
   stderr: string;
-}
-
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-    const full = path.join(dir, entry.name);
-    if (entry.isDirectory()) newest = Math.max(newest, newestMtime(full));
-    else if (entry.name.endsWith(".ts")) newest = Math.max(newest, fs.statSync(full).mtimeMs);
-  }
-  return newest;
-}
-
-/**
- * `npm test` builds first; a direct `npx jest` may find dist/ missing or older than lib/, so build
- * then. tsc emits even when some file fails to type-check (type errors are `npm run lint`'s
- * business, and other work in progress may have one): what matters here is that it emitted the
- * two scripts afresh.
- */
-function ensureBuilt(): void {
-  const outputs = [MAIN, WALKTHROUGH];
-  const oldestOutput = () => Math.min(...outputs.map((f) => (fs.existsSync(f) ? fs.statSync(f).mtimeMs : 0)));
-  if (oldestOutput() >= newestMtime(path.join(ROOT, "lib"))) return;
-  const started = Date.now();
-  try {
-    execFileSync(process.execPath, [require.resolve("typescript/bin/tsc"), "-p", ROOT], {
-      cwd: ROOT,
-      stdio: "pipe",
-    });
-  } catch (err) {
-    const e = err as { stdout?: Buffer; stderr?: Buffer };
-    const report = `${e.stdout?.toString() ?? ""}${e.stderr?.toString() ?? ""}`;
-    // Allow a second of file-system timestamp granularity.
-    if (oldestOutput() < started - 1000) throw new Error(`the build emitted nothing:\n${report}`);
-    console.warn(`the build reported errors (the CLI was emitted anyway):\n${report}`);
-  }
 }
 
 /** Every key the test storage knows; none may appear in any output. */
@@ -554,7 +516,7 @@ describe("the documentation matches the code", () => {
   const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
 
   test("README names every setting, every command and every option", () => {
-    for (const name of [...SETTINGS.map((s) => s.name), "DISKDELTA_EMBEDDED_PORT"]) {
+    for (const name of SETTINGS.map((s) => s.name)) {
       expect(readme).toContain(`\`${name}\``);
     }
     const walk = (command: Command, prefix: string[]): void => {

@@ -31,7 +31,9 @@ const SEGMENT = 8 * MiB;
 beforeAll(async () => {
   const s = testStorage();
   proxy = await startDiffProxy({ target: `http://127.0.0.1:${s.blobPort}`, keys: s.keys });
-  engine = await testEngine({ env: { DISKDELTA_SEGMENT_BYTES: String(SEGMENT), DISKDELTA_RETRY_BASE_MS: "5" } });
+  engine = await testEngine({
+    env: { DISKDELTA_SEGMENT_BYTES: String(SEGMENT), DISKDELTA_RETRY_BASE_MS: "5" },
+  });
 });
 afterAll(async () => {
   await engine.close();
@@ -133,8 +135,12 @@ test("a first run on a sparse disk reads and writes only its valid ranges", asyn
     const m = /bytes=(\d+)-(\d+)/.exec(String(h));
     return { start: Number(m![1]), end: Number(m![2]) + 1 };
   };
-  const reads = requestsSince(mark).filter((r) => isGetBlob(r) && r.path.includes(disk.container)).map((r) => rangeOf(r.headers["x-ms-range"]));
-  const writes = requestsSince(mark).filter((r) => isPutPage(r) && r.headers["x-ms-page-write"] === "update").map((r) => rangeOf(r.headers["x-ms-range"]));
+  const reads = requestsSince(mark)
+    .filter((r) => isGetBlob(r) && r.path.includes(disk.container))
+    .map((r) => rangeOf(r.headers["x-ms-range"]));
+  const writes = requestsSince(mark)
+    .filter((r) => isPutPage(r) && r.headers["x-ms-page-write"] === "update")
+    .map((r) => rangeOf(r.headers["x-ms-range"]));
   expect(totalBytes(reads)).toBe(totalBytes(valid));
   expect(normalize(reads)).toEqual(valid);
   expect(normalize(writes)).toEqual(valid);
@@ -175,7 +181,12 @@ test("runs succeed through injected 500s, 503s and connection resets on every ki
     proxy.inject({ status: 503, code: "ServerBusy", match: isDiffRequest, times: 2 });
     proxy.inject({ status: 500, code: "InternalError", match: isPutPage, times: 2 });
     proxy.inject({ status: 0, reset: true, match: isGetBlob, times: 2 });
-    proxy.inject({ status: 503, code: "ServerBusy", match: (r) => r.query.get("comp") === "snapshot", times: 1 });
+    proxy.inject({
+      status: 503,
+      code: "ServerBusy",
+      match: (r) => r.query.get("comp") === "snapshot",
+      times: 1,
+    });
   };
   faults();
   const first = await backupDisk(engine, id, { trigger: "cli" });
@@ -208,7 +219,9 @@ test("a permanent error fails the run with its reason, keeps every restore point
   expect(next.bytesCopied).toBe(MiB);
   await expectPointMatches(id, next.id, disk, "after the failure");
   const snaps: string[] = [];
-  for await (const b of serviceClient("srcacct").getContainerClient(disk.container).listBlobsFlat({ includeSnapshots: true })) {
+  for await (const b of serviceClient("srcacct")
+    .getContainerClient(disk.container)
+    .listBlobsFlat({ includeSnapshots: true })) {
     if (b.snapshot) snaps.push(b.snapshot);
   }
   expect(snaps).toEqual([next.sourceSnapshot]);
