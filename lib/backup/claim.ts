@@ -72,6 +72,17 @@ export function advancedDisk(disk: DiskRecord, run: RunRecord): DiskRecord {
   };
 }
 
+/** The counters of a run that has copied nothing yet. */
+export const NO_PROGRESS = {
+  rangesWritten: 0,
+  rangesCleared: 0,
+  chunksTotal: 0,
+  chunksDone: 0,
+  bytesPlanned: 0,
+  bytesCopied: 0,
+  bytesCleared: 0,
+} as const;
+
 /** A fresh run record in state planned. */
 export function newRun(disk: DiskRecord, id: string, trigger: RunTrigger, ctx: ClaimContext): RunRecord {
   const now = ctx.now();
@@ -86,13 +97,7 @@ export function newRun(disk: DiskRecord, id: string, trigger: RunTrigger, ctx: C
     owner: ctx.owner,
     leaseUntil: leaseFrom(now, ctx.leaseSeconds),
     baseSnapshot: disk.baseSnapshot,
-    rangesWritten: 0,
-    rangesCleared: 0,
-    chunksTotal: 0,
-    chunksDone: 0,
-    bytesPlanned: 0,
-    bytesCopied: 0,
-    bytesCleared: 0,
+    ...NO_PROGRESS,
   };
 }
 

@@ -18,6 +18,7 @@
  * - no credential is logged, returned or stored: the SAS lives only in the copy request.
  */
 import path from "node:path/posix";
+import { NO_PROGRESS } from "../backup/claim";
 import { BlobSASPermissions, generateBlobSASQueryParameters, type PageBlobClient } from "@azure/storage-blob";
 import type { StorageClients } from "../azure/clients";
 import { describeStorageError, errorInfo, isNotFound } from "../azure/errors";
@@ -381,13 +382,7 @@ async function recordRestoreRun(
       leaseUntil: r.at,
       sourceSnapshot: disk.baseSnapshot,
       sourceSize: disk.baseSize,
-      rangesWritten: 0,
-      rangesCleared: 0,
-      chunksTotal: 0,
-      chunksDone: 0,
-      bytesPlanned: 0,
-      bytesCopied: 0,
-      bytesCleared: 0,
+      ...NO_PROGRESS,
       backupSnapshot: r.backupSnapshot,
       restorePoint: r.pointId,
       reason: `restored from disk ${from.diskId} restore point ${from.id}`,

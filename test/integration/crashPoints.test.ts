@@ -21,6 +21,7 @@ import {
   testEngine,
   writeRandom,
   type TestDisk,
+  snapshotsIn,
 } from "../support/disks";
 import { BACKUP_ACCOUNT, SOURCE_ACCOUNT, uniqueName } from "../support/testEnv";
 
@@ -29,16 +30,6 @@ beforeAll(async () => {
   engine = await testEngine();
 });
 afterAll(() => engine.close());
-
-async function sourceSnapshots(disk: TestDisk): Promise<string[]> {
-  const found: string[] = [];
-  for await (const b of serviceClient(SOURCE_ACCOUNT)
-    .getContainerClient(disk.container)
-    .listBlobsFlat({ includeSnapshots: true })) {
-    if (b.snapshot) found.push(b.snapshot);
-  }
-  return found;
-}
 
 async function expectPoint(id: string, runId: string, disk: TestDisk) {
   const run = (await engine.lineage.getRun(id, runId))!;
@@ -83,7 +74,7 @@ test("crash after the snapshot was taken, before it was recorded: the next run a
   expect(run.kind).toBe("incremental");
   expect(run.bytesCopied).toBe(MiB);
   await expectPoint(id, run.id, disk);
-  expect(await sourceSnapshots(disk)).toEqual([orphan.snapshot]);
+  expect(await snapshotsIn(SOURCE_ACCOUNT, disk.container)).toEqual([orphan.snapshot]);
 });
 
 test("crash after the run succeeded, before the base advanced: the next run advances it and the old base is swept", async () => {
@@ -109,7 +100,7 @@ test("crash after the run succeeded, before the base advanced: the next run adva
   expect(third.baseSnapshot).toBe(second.sourceSnapshot);
   expect(third.bytesCopied).toBe(4096);
   await expectPoint(id, third.id, disk);
-  expect(await sourceSnapshots(disk)).toEqual([third.sourceSnapshot]);
+  expect(await snapshotsIn(SOURCE_ACCOUNT, disk.container)).toEqual([third.sourceSnapshot]);
   const finalDisk = (await engine.lineage.getDisk(id))!;
   expect(finalDisk.baseSnapshot).toBe(third.sourceSnapshot);
   expect(finalDisk.activeRunId).toBeUndefined();

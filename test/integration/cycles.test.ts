@@ -6,7 +6,7 @@
 import { addDisk } from "../../lib/backup/disks";
 import { backupDisk } from "../../lib/backup/run";
 import type { Engine } from "../../lib/engine";
-import { BACKUP_ACCOUNT } from "../support/testEnv";
+import { SOURCE_ACCOUNT, BACKUP_ACCOUNT } from "../support/testEnv";
 import {
   backupAccountUrl,
   createDisk,
@@ -17,6 +17,7 @@ import {
   serviceClient,
   testEngine,
   writeRandom,
+  snapshotsIn,
 } from "../support/disks";
 import { randomCycle } from "../support/cycles";
 
@@ -47,12 +48,7 @@ test("12 cycles of random writes, clears, a grow and a shrink: every restore poi
     expectSameImage(restored, source, `cycle ${cycle}`);
   }
   // Only the base is kept of the disk's own snapshots.
-  const snaps: string[] = [];
-  for await (const b of serviceClient("srcacct")
-    .getContainerClient(disk.container)
-    .listBlobsFlat({ includeSnapshots: true })) {
-    if (b.snapshot) snaps.push(b.snapshot);
-  }
+  const snaps = await snapshotsIn(SOURCE_ACCOUNT, disk.container);
   const d = await engine.lineage.getDisk("cyc");
   expect(snaps).toEqual([d!.baseSnapshot]);
   expect(await engine.lineage.listPoints("cyc")).toHaveLength(12);

@@ -23,6 +23,7 @@ import {
   testEngineEnv,
   writeRandom,
   type Image,
+  snapshotsIn,
 } from "../support/disks";
 import { BACKUP_ACCOUNT, SOURCE_ACCOUNT, testStorage, uniqueName } from "../support/testEnv";
 
@@ -82,16 +83,6 @@ function writtenSince(mark: number, container: string): PageRange[] {
       return { start: Number(m[1]), end: Number(m[2]) + 1 };
     });
   return normalize(ranges);
-}
-
-async function snapshotsOf(account: string, container: string): Promise<string[]> {
-  const found: string[] = [];
-  for await (const b of serviceClient(account)
-    .getContainerClient(container)
-    .listBlobsFlat({ includeSnapshots: true })) {
-    if (b.snapshot) found.push(b.snapshot);
-  }
-  return found;
 }
 
 test("a backup killed mid-copy (full, then incremental) is resumed by the next run: identical restore points, no second full copy, no leaked snapshots", async () => {
@@ -157,8 +148,8 @@ test("a backup killed mid-copy (full, then incremental) is resumed by the next r
       `restore point ${p.snapshot}`,
     );
 
-  expect(await snapshotsOf(SOURCE_ACCOUNT, disk.container)).toEqual([next.sourceSnapshot]);
-  expect((await snapshotsOf(BACKUP_ACCOUNT, backupContainer)).sort()).toEqual(
+  expect(await snapshotsIn(SOURCE_ACCOUNT, disk.container)).toEqual([next.sourceSnapshot]);
+  expect((await snapshotsIn(BACKUP_ACCOUNT, backupContainer)).sort()).toEqual(
     (await engine.lineage.listPoints(id)).map((p) => p.backupSnapshot).sort(),
   );
   const disk2 = await engine.lineage.getDisk(id);

@@ -29,6 +29,7 @@ import {
   writeRandom,
   type Image,
   type TestDisk,
+  snapshotsIn,
 } from "../support/disks";
 import { randomCycle } from "../support/cycles";
 
@@ -150,12 +151,7 @@ test("the restored disk's first backup is incremental and copies exactly what wa
     "restored disk's first restore point",
   );
   // The engine's sweep kept only the new base of the restored disk.
-  const snaps: string[] = [];
-  for await (const b of serviceClient(SOURCE_ACCOUNT)
-    .getContainerClient(disk.container)
-    .listBlobsFlat({ includeSnapshots: true, prefix: `${name}.vhd` })) {
-    if (b.snapshot) snaps.push(b.snapshot);
-  }
+  const snaps = await snapshotsIn(SOURCE_ACCOUNT, disk.container, `${name}.vhd`);
   expect(snaps).toEqual([run.sourceSnapshot]);
   // Writing to the restored disk and its backup blob left the original restore point untouched.
   const latest = points[points.length - 1];

@@ -21,8 +21,9 @@ import {
   testEngine,
   writeRandom,
   type TestDisk,
+  snapshotsIn,
 } from "../support/disks";
-import { BACKUP_ACCOUNT, testStorage, uniqueName } from "../support/testEnv";
+import { SOURCE_ACCOUNT, BACKUP_ACCOUNT, testStorage, uniqueName } from "../support/testEnv";
 
 let proxy: DiffProxy;
 let engine: Engine;
@@ -218,11 +219,6 @@ test("a permanent error fails the run with its reason, keeps every restore point
   expect(next.kind).toBe("incremental");
   expect(next.bytesCopied).toBe(MiB);
   await expectPointMatches(id, next.id, disk, "after the failure");
-  const snaps: string[] = [];
-  for await (const b of serviceClient("srcacct")
-    .getContainerClient(disk.container)
-    .listBlobsFlat({ includeSnapshots: true })) {
-    if (b.snapshot) snaps.push(b.snapshot);
-  }
+  const snaps = await snapshotsIn(SOURCE_ACCOUNT, disk.container);
   expect(snaps).toEqual([next.sourceSnapshot]);
 });

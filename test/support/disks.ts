@@ -58,6 +58,17 @@ export async function writeRandom(
   return { start, end };
 }
 
+/** The snapshot ids in a container (of blobs whose name starts with `prefix`). */
+export async function snapshotsIn(account: string, container: string, prefix?: string): Promise<string[]> {
+  const found: string[] = [];
+  for await (const b of serviceClient(account)
+    .getContainerClient(container)
+    .listBlobsFlat({ includeSnapshots: true, prefix })) {
+    if (b.snapshot) found.push(b.snapshot);
+  }
+  return found;
+}
+
 export interface Image {
   size: number;
   bytes: Buffer;
