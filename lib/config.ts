@@ -26,6 +26,15 @@ export interface Config {
   home: string;
   /** Base port of the embedded Azurite (blob; queue +1, table +2). */
   embeddedPort: number;
+  /** NCRONTAB (six fields, with seconds) of the backup timer. */
+  schedule: string;
+  httpPort: number;
+  /** A change set up to this many bytes is copied by the invocation that planned it; a larger one fans out. */
+  fanoutBytes: number;
+  /** Planning stops and checkpoints after this long, so no invocation outlives its time limit. */
+  planSeconds: number;
+  /** Chunks per chunk message. */
+  batchChunks: number;
 }
 
 export type StorageConnection =
@@ -117,6 +126,35 @@ export const SETTINGS: SettingInfo[] = [
     default: "10000",
     meaning:
       "Base port of the embedded Azurite: blob on it, queue on +1, table on +2. Fixed so that disk URLs stored in the lineage stay valid from one command to the next.",
+  },
+  {
+    name: "DISKDELTA_SCHEDULE",
+    default: "0 0 */12 * * *",
+    meaning:
+      "NCRONTAB (sec min hour day month weekday) of the backup timer. Each run enqueues a backup of every disk that is due; a disk's own interval (intervalMinutes) overrides.",
+  },
+  {
+    name: "DISKDELTA_HTTP_PORT",
+    default: "7071",
+    meaning: "Port of the local host's HTTP API (npm start), as `func start` would serve it.",
+  },
+  {
+    name: "DISKDELTA_FANOUT_BYTES",
+    default: String(256 * 1024 * 1024),
+    meaning:
+      "A change set up to this many bytes is copied by the invocation that planned it; beyond it the rest fans out as chunk messages to queue workers. 256 MiB copies in well under a minute at Azure's per-blob rate.",
+  },
+  {
+    name: "DISKDELTA_PLAN_SECONDS",
+    default: "240",
+    meaning:
+      "After this long a planning invocation checkpoints and continues in a new message, so it never reaches the Functions time limit (5 min on Consumption by default).",
+  },
+  {
+    name: "DISKDELTA_BATCH_CHUNKS",
+    default: "32",
+    meaning:
+      "Chunks per chunk message. 32 chunks of up to 4 MiB is 128 MiB of work per message, and the message stays far below the queue's 64 KiB limit even for fragmented chunks.",
   },
   {
     name: "DISKDELTA_HOME",
@@ -267,6 +305,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     retryBaseMs: intSetting(env, "DISKDELTA_RETRY_BASE_MS", 250, problems),
     tablePrefix: env.DISKDELTA_TABLE_PREFIX?.trim() || "diskdelta",
     home: path.resolve(env.DISKDELTA_HOME?.trim() || ".diskdelta"),
+    schedule: env.DISKDELTA_SCHEDULE?.trim() || "0 0 */12 * * *",
+    httpPort: intSetting(env, "DISKDELTA_HTTP_PORT", 7071, problems, (n) =>
+      n <= 65535 ? undefined : "is not a port number",
+    ),
+    fanoutBytes: intSetting(env, "DISKDELTA_FANOUT_BYTES", 256 * 1024 * 1024, problems),
+    planSeconds: intSetting(env, "DISKDELTA_PLAN_SECONDS", 240, problems),
+    batchChunks: intSetting(env, "DISKDELTA_BATCH_CHUNKS", 32, problems, (n) =>
+      n <= 64 ? undefined : "is above 64; a message must stay far below the queue's 64 KiB limit",
+    ),
     embeddedPort: intSetting(env, "DISKDELTA_EMBEDDED_PORT", 10000, problems, (n) =>
       n <= 65533 ? undefined : "is not a port number with two more above it (at most 65533)",
     ),

@@ -14,6 +14,7 @@ import {
   type StoragePipelineOptions,
 } from "@azure/storage-blob";
 import { AzureNamedKeyCredential, TableClient } from "@azure/data-tables";
+import { QueueClient, StorageSharedKeyCredential as QueueSharedKeyCredential } from "@azure/storage-queue";
 import type { Config } from "../config";
 import type { AccountLocation, BlobLocation } from "./urls";
 
@@ -90,6 +91,20 @@ export class StorageClients {
     const token = await this.identity().getToken("https://storage.azure.com/.default");
     if (!token) throw new Error(`could not get a token to read ${loc.url}`);
     return { url, bearer: token.token };
+  }
+
+  /** A client of one queue in the storage that AzureWebJobsStorage names (the app's own queues). */
+  queue(name: string): QueueClient {
+    const storage = this.config.storage;
+    if (!storage) throw new Error("no app storage configured (AzureWebJobsStorage)");
+    if (storage.kind === "connectionString") return new QueueClient(storage.connectionString, name);
+    if (!storage.queueServiceUri) throw new Error("AzureWebJobsStorage__queueServiceUri is not set");
+    const url = `${storage.queueServiceUri.replace(/\/$/, "")}/${name}`;
+    const account = /^https?:\/\/([^./]+)/.exec(storage.queueServiceUri)?.[1] ?? "";
+    const key = this.config.accountKeys.get(account);
+    return key
+      ? new QueueClient(url, new QueueSharedKeyCredential(account, key))
+      : new QueueClient(url, this.identity());
   }
 
   /** A client of one lineage table in the storage that AzureWebJobsStorage names. */

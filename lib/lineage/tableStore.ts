@@ -56,6 +56,11 @@ const DISK_COLUMNS: Columns<DiskRecord> = {
   activeRunId: "string?",
   lastRunId: "string?",
   lastSuccessAt: "string?",
+  intervalMinutes: "number?",
+  retainLast: "number?",
+  retainDaily: "number?",
+  retainWeekly: "number?",
+  retainMonthly: "number?",
 };
 
 const RUN_COLUMNS: Columns<RunRecord> = {
@@ -81,6 +86,9 @@ const RUN_COLUMNS: Columns<RunRecord> = {
   bytesCopied: "number",
   bytesCleared: "number",
   checkpoint: "number?",
+  mode: "string?",
+  batchesTotal: "number?",
+  planComplete: "string?",
   backupSnapshot: "string?",
   restorePoint: "string?",
   reason: "string?",
@@ -99,6 +107,8 @@ const POINT_COLUMNS: Columns<RestorePointRecord> = {
   createdAt: "string",
   verifiedAt: "string?",
   verifyResult: "string?",
+  digestsUrl: "string?",
+  readingUntil: "string?",
 };
 
 type Entity = TableEntity<Record<string, unknown>>;

@@ -31,6 +31,13 @@ export interface DiskRecord {
   activeRunId?: string;
   lastRunId?: string;
   lastSuccessAt?: string;
+  /** Backup interval of this disk in minutes; absent means the app's schedule (DISKDELTA_SCHEDULE). */
+  intervalMinutes?: number;
+  /** Retention policy (issue 3): keep the last N restore points, plus daily, weekly and monthly ones. */
+  retainLast?: number;
+  retainDaily?: number;
+  retainWeekly?: number;
+  retainMonthly?: number;
   /** Table ETag of the row this record was read from; needed for guarded updates. */
   etag?: string;
 }
@@ -60,8 +67,13 @@ export interface RunRecord {
   bytesPlanned: number;
   bytesCopied: number;
   bytesCleared: number;
-  /** Disk offset below which this run's changes are applied to the backup blob; a resumed run starts here. */
+  /** Disk offset below which this run's changes are applied to the backup blob (inline) or planned (fan-out); a resumed run starts here. */
   checkpoint?: number;
+  /** "inline": copied by the invocation that planned it; "fanout": chunk batches on the chunk queue. */
+  mode?: "inline" | "fanout";
+  /** Fan-out: chunk batches enqueued so far, and "yes" once planning has finished. */
+  batchesTotal?: number;
+  planComplete?: "yes";
   /** Snapshot id of the backup blob taken by the seal. */
   backupSnapshot?: string;
   restorePoint?: string;
@@ -85,6 +97,10 @@ export interface RestorePointRecord {
   createdAt: string;
   verifiedAt?: string;
   verifyResult?: string;
+  /** Where this point's per-window digests are kept (issue 3, verify). */
+  digestsUrl?: string;
+  /** A restore reading this point holds it until this time; retention must not delete it before. */
+  readingUntil?: string;
   etag?: string;
 }
 
