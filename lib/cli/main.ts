@@ -9,7 +9,10 @@ import { addDisk, InputError, requireDisk } from "../backup/disks";
 import { backupDisk, type Logger } from "../backup/run";
 import { ConfigError } from "../config";
 import { openEngine, type Engine } from "../engine";
-import { BusyError, type DiskRecord, type RestorePointRecord, type RunRecord } from "../lineage/types";
+import { BusyError, type RunRecord } from "../lineage/types";
+import { diskJson, pointJson, runJson } from "../app/views";
+
+export { runJson };
 import { UrlError } from "../azure/urls";
 import { formatBytes, ProgressBar } from "./progress";
 import { registerRestoreCommands } from "./restoreCommands";
@@ -56,59 +59,6 @@ export function table(rows: string[][]): string {
         .trimEnd(),
     )
     .join("\n");
-}
-
-export function runJson(run: RunRecord) {
-  return {
-    id: run.id,
-    diskId: run.diskId,
-    trigger: run.trigger,
-    kind: run.kind,
-    detection: run.detection,
-    state: run.state,
-    startedAt: run.startedAt,
-    finishedAt: run.finishedAt,
-    bytesCopied: run.bytesCopied,
-    bytesCleared: run.bytesCleared,
-    rangesWritten: run.rangesWritten,
-    rangesCleared: run.rangesCleared,
-    chunks: run.chunksTotal,
-    sourceSnapshot: run.sourceSnapshot,
-    restorePoint: run.restorePoint,
-    backupSnapshot: run.backupSnapshot,
-    reason: run.reason,
-    error: run.error,
-  };
-}
-
-function diskJson(d: DiskRecord) {
-  return {
-    id: d.id,
-    source: d.sourceUrl,
-    backupAccount: d.backupAccountUrl,
-    backupContainer: d.backupContainer,
-    backupBlob: d.backupBlob,
-    createdAt: d.createdAt,
-    baseSnapshot: d.baseSnapshot,
-    lastSuccessAt: d.lastSuccessAt,
-    activeRun: d.activeRunId,
-  };
-}
-
-function pointJson(p: RestorePointRecord) {
-  return {
-    id: p.id,
-    diskId: p.diskId,
-    runId: p.runId,
-    kind: p.kind,
-    createdAt: p.createdAt,
-    size: p.size,
-    backupSnapshot: p.backupSnapshot,
-    sourceSnapshot: p.sourceSnapshot,
-    backupUrl: p.backupUrl,
-    verifiedAt: p.verifiedAt,
-    verifyResult: p.verifyResult,
-  };
 }
 
 export function duration(run: RunRecord): string {

@@ -1,0 +1,60 @@
+/**
+ * The JSON shapes of disks, runs and restore points, shared by the CLI's --json output and the
+ * HTTP API, so a script written against one reads the other. Keys are stable; absent values are
+ * left out (JSON.stringify drops undefined). No shape holds a credential: records never do, and
+ * URLs are stored without SAS.
+ */
+import type { DiskRecord, RestorePointRecord, RunRecord } from "../lineage/types";
+
+export function runJson(run: RunRecord) {
+  return {
+    id: run.id,
+    diskId: run.diskId,
+    trigger: run.trigger,
+    kind: run.kind,
+    detection: run.detection,
+    state: run.state,
+    startedAt: run.startedAt,
+    finishedAt: run.finishedAt,
+    bytesCopied: run.bytesCopied,
+    bytesCleared: run.bytesCleared,
+    rangesWritten: run.rangesWritten,
+    rangesCleared: run.rangesCleared,
+    chunks: run.chunksTotal,
+    sourceSnapshot: run.sourceSnapshot,
+    restorePoint: run.restorePoint,
+    backupSnapshot: run.backupSnapshot,
+    reason: run.reason,
+    error: run.error,
+  };
+}
+
+export function diskJson(d: DiskRecord) {
+  return {
+    id: d.id,
+    source: d.sourceUrl,
+    backupAccount: d.backupAccountUrl,
+    backupContainer: d.backupContainer,
+    backupBlob: d.backupBlob,
+    createdAt: d.createdAt,
+    baseSnapshot: d.baseSnapshot,
+    lastSuccessAt: d.lastSuccessAt,
+    activeRun: d.activeRunId,
+  };
+}
+
+export function pointJson(p: RestorePointRecord) {
+  return {
+    id: p.id,
+    diskId: p.diskId,
+    runId: p.runId,
+    kind: p.kind,
+    createdAt: p.createdAt,
+    size: p.size,
+    backupSnapshot: p.backupSnapshot,
+    sourceSnapshot: p.sourceSnapshot,
+    backupUrl: p.backupUrl,
+    verifiedAt: p.verifiedAt,
+    verifyResult: p.verifyResult,
+  };
+}
