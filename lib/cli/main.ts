@@ -11,11 +11,12 @@ import { ConfigError } from "../config";
 import { openEngine, type Engine } from "../engine";
 import { BusyError, type RunRecord } from "../lineage/types";
 import { diskJson, pointJson, runJson } from "../app/views";
-
-export { runJson };
 import { UrlError } from "../azure/urls";
 import { formatBytes, ProgressBar } from "./progress";
 import { registerRestoreCommands } from "./restoreCommands";
+
+/** Kept exported here for callers that imported it from the CLI before it moved to lib/app/views. */
+export { runJson };
 
 interface GlobalOptions {
   json?: boolean;
