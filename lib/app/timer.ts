@@ -1,0 +1,162 @@
+/**
+ * The backup timer: on each tick, every disk that is due gets one backup request. Guarantees: due-ness
+ * is computed from the disk's last success (never from counting ticks), so a past-due tick after an
+ * outage queues one backup per disk, not one per missed window; a disk's own `intervalMinutes`
+ * overrides the schedule's interval; a disk whose run is still active is skipped with a log line
+ * naming that run; one disk's failure is logged and never stops the others. `nextDueAt` and
+ * `isStale` use the same arithmetic, so what GET /api/disks reports is what the timer will do.
+ */
+import type { Timer } from "@azure/functions";
+import type { Logger } from "../backup/run";
+import { forEachBounded } from "../concurrency";
+import { BusyError, type DiskRecord } from "../lineage/types";
+import { requestBackup } from "./backups";
+import type { App } from "./runtime";
+import { parseSchedule, type Schedule } from "./schedule";
+
+const MINUTE_MS = 60 * 1000;
+
+/**
+ * A disk counts as due this much before its interval has fully passed. `lastSuccessAt` is when the
+ * previous run *finished*, so without slack a backup that took 10 minutes would be 11 h 50 min old
+ * at the next 12-hour tick and slip a whole window. A tenth of the interval (72 min on the default
+ * schedule) covers any sane backup duration and the host firing a tick a little late.
+ */
+export const DUE_SLACK_FRACTION = 0.1;
+
+/**
+ * The slack never reaches half a tick of the schedule: slack of a whole tick or more would make a
+ * disk due one tick early, and its backups would creep earlier every cycle.
+ */
+const SLACK_MAX_TICK_FRACTION = 0.5;
+
+/**
+ * Backup requests queued at once. Each is a few table operations and one queue message, so a
+ * handful in parallel keeps a tick with hundreds of disks to seconds without bursting the lineage
+ * table with writes.
+ */
+const REQUEST_CONCURRENCY = 8;
+
+/** Staleness threshold in intervals: a missed window is normal (a failed run is retried next tick), two are not. */
+const STALE_INTERVALS = 2;
+
+function scheduleOf(schedule: string | Schedule): Schedule {
+  return typeof schedule === "string" ? parseSchedule(schedule) : schedule;
+}
+
+/** A time from the lineage, or undefined when absent or unreadable (treated as "never"). */
+function timeOf(value: string | Date | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const t = value instanceof Date ? value.getTime() : Date.parse(value);
+  return Number.isFinite(t) ? t : undefined;
+}
+
+/** The disk's backup interval in milliseconds: its own `intervalMinutes`, else the schedule's typical gap. */
+export function intervalMsOf(disk: DiskRecord, schedule: string | Schedule): number {
+  const own = disk.intervalMinutes;
+  if (own !== undefined && Number.isFinite(own) && own > 0) return own * MINUTE_MS;
+  return scheduleOf(schedule).intervalMs;
+}
+
+function slackMs(intervalMs: number, schedule: Schedule): number {
+  return Math.min(intervalMs * DUE_SLACK_FRACTION, schedule.intervalMs * SLACK_MAX_TICK_FRACTION);
+}
+
+/** From when the disk is due; undefined when it has never succeeded (due at once). */
+function dueFrom(disk: DiskRecord, schedule: Schedule): number | undefined {
+  const last = timeOf(disk.lastSuccessAt);
+  if (last === undefined) return undefined;
+  const interval = intervalMsOf(disk, schedule);
+  return last + interval - slackMs(interval, schedule);
+}
+
+export function isDue(disk: DiskRecord, schedule: string | Schedule, now: Date): boolean {
+  const from = dueFrom(disk, scheduleOf(schedule));
+  return from === undefined || now.getTime() >= from;
+}
+
+/** The disks a tick at `now` backs up: never succeeded, or last success at least (interval − slack) ago. */
+export function dueDisks(disks: DiskRecord[], schedule: string | Schedule, now: Date): DiskRecord[] {
+  const parsed = scheduleOf(schedule);
+  return disks.filter((disk) => isDue(disk, parsed, now));
+}
+
+/**
+ * The tick at which the timer will next request a backup of this disk: the first occurrence of the
+ * schedule after `now` at which the disk is due. A disk that is already due goes at the next tick.
+ */
+export function nextDueAt(disk: DiskRecord, schedule: string | Schedule, now: Date): Date {
+  const parsed = scheduleOf(schedule);
+  const from = dueFrom(disk, parsed) ?? now.getTime();
+  // Occurrences are whole milliseconds, so "strictly after from − 1 ms" is "at or after from".
+  return parsed.next(new Date(Math.max(now.getTime(), from - 1)));
+}
+
+/**
+ * True when the newest restore point is older than twice the disk's interval: at least two windows
+ * were missed. A disk without any point is stale once it has been registered that long.
+ */
+export function isStale(
+  disk: DiskRecord,
+  newestPointTime: string | Date | undefined,
+  schedule: string | Schedule,
+  now: Date,
+): boolean {
+  const reference = timeOf(newestPointTime) ?? timeOf(disk.createdAt);
+  if (reference === undefined) return true;
+  return now.getTime() - reference > STALE_INTERVALS * intervalMsOf(disk, schedule);
+}
+
+export interface TimerSummary {
+  /** Disks examined, and how many of them were due. */
+  disks: number;
+  due: number;
+  queued: { diskId: string; runId: string }[];
+  skipped: { diskId: string; activeRunId: string }[];
+  failed: { diskId: string; error: string }[];
+}
+
+/**
+ * One tick: requests a backup of every due disk. Throws only when the schedule is invalid or the
+ * disks cannot be listed; per-disk problems are logged and counted in the summary.
+ */
+export async function onTimer(app: App, timer: Timer, log: Logger): Promise<TimerSummary> {
+  const now = (app.now ?? (() => new Date()))();
+  let schedule: Schedule;
+  try {
+    schedule = parseSchedule(app.config.schedule);
+  } catch (err) {
+    throw new Error(`DISKDELTA_SCHEDULE: ${(err as Error).message}`, { cause: err });
+  }
+  if (timer.isPastDue) {
+    // No loop over missed ticks: due-ness comes from each disk's last success, so one catch-up
+    // tick queues each overdue disk once however many windows it missed.
+    const last = timer.scheduleStatus?.last;
+    log.warn(`timer is past due${last ? ` (last tick ${last})` : ""}: catching up once for overdue disks`);
+  }
+  const disks = await app.lineage.listDisks();
+  const due = dueDisks(disks, schedule, now);
+  const summary: TimerSummary = { disks: disks.length, due: due.length, queued: [], skipped: [], failed: [] };
+  await forEachBounded(due, REQUEST_CONCURRENCY, async (disk) => {
+    try {
+      const run = await requestBackup(app, disk.id, "timer");
+      summary.queued.push({ diskId: disk.id, runId: run.id });
+    } catch (err) {
+      if (err instanceof BusyError) {
+        log.warn(
+          `skipped disk ${disk.id}: run ${err.activeRunId} still active (owner ${err.owner}, lease until ${err.leaseUntil})`,
+        );
+        summary.skipped.push({ diskId: disk.id, activeRunId: err.activeRunId });
+        return;
+      }
+      const message = err instanceof Error ? err.message : String(err);
+      log.error(`disk ${disk.id}: could not request a backup: ${message}`);
+      summary.failed.push({ diskId: disk.id, error: message });
+    }
+  });
+  log.info(
+    `timer at ${now.toISOString()}: ${summary.due} of ${summary.disks} disks due; queued ${summary.queued.length}, ` +
+      `skipped ${summary.skipped.length} (active run), failed ${summary.failed.length}`,
+  );
+  return summary;
+}
