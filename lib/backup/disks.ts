@@ -2,7 +2,9 @@
  * Registering and listing protected disks. `addDisk` checks everything it can before writing a
  * row, and names every problem at once: a malformed URL, a blob that is missing or not a page
  * blob, an account the identity cannot use (with the role it lacks), a backup blob that another
- * disk already uses. Nothing is written unless every check passes.
+ * disk already uses, a retention count that is not a whole number in range. Nothing is written
+ * unless every check passes. `setRetention` changes a registered disk's policy under the row's
+ * ETag, so it never undoes a concurrent run's update of the same row.
  */
 import { describeStorageError, errorInfo } from "../azure/errors";
 import { withRetry } from "../azure/retry";
@@ -14,7 +16,8 @@ import {
   type AccountLocation,
   type BlobLocation,
 } from "../azure/urls";
-import type { DiskRecord } from "../lineage/types";
+import { ConflictError, type DiskRecord } from "../lineage/types";
+import { checkRetainCount, DEFAULT_POLICY } from "../retention/policy";
 import { retryPolicy, type EngineDeps } from "./run";
 
 export class InputError extends Error {
@@ -34,6 +37,41 @@ export interface AddDiskInput {
   backupAccount: string;
   backupContainer?: string;
   backupBlob?: string;
+  /** Retention (see lib/retention/policy.ts); each absent count is stored as its default. */
+  retention?: RetentionInput;
+}
+
+/** Retention counts as a user gives them (CLI strings are accepted and checked). */
+export interface RetentionInput {
+  retainLast?: number | string;
+  retainDaily?: number | string;
+  retainWeekly?: number | string;
+  retainMonthly?: number | string;
+}
+
+/** The CLI's names for the retention counts, used in every message about them. */
+export const RETENTION_OPTIONS: Record<keyof RetentionInput, string> = {
+  retainLast: "--keep-last",
+  retainDaily: "--keep-daily",
+  retainWeekly: "--keep-weekly",
+  retainMonthly: "--keep-monthly",
+};
+
+/** Checks the given counts; returns them as numbers (only those given) and the problems found. */
+export function parseRetention(input: RetentionInput | undefined): {
+  values: Partial<Record<keyof RetentionInput, number>>;
+  problems: string[];
+} {
+  const values: Partial<Record<keyof RetentionInput, number>> = {};
+  const problems: string[] = [];
+  for (const key of Object.keys(RETENTION_OPTIONS) as Array<keyof RetentionInput>) {
+    const raw = input?.[key];
+    if (raw === undefined) continue;
+    const problem = checkRetainCount(RETENTION_OPTIONS[key], raw);
+    if (problem) problems.push(problem);
+    else values[key] = Number(raw);
+  }
+  return { values, problems };
 }
 
 export const DEFAULT_BACKUP_CONTAINER = "diskdelta";
@@ -49,6 +87,8 @@ export async function addDisk(deps: EngineDeps, input: AddDiskInput): Promise<Di
   const problems: string[] = [];
   const idProblem = checkDiskId(input.id);
   if (idProblem) problems.push(idProblem);
+  const retention = parseRetention(input.retention);
+  problems.push(...retention.problems);
   let source: BlobLocation | undefined;
   let account: AccountLocation | undefined;
   let backup: BlobLocation | undefined;
@@ -129,6 +169,11 @@ export async function addDisk(deps: EngineDeps, input: AddDiskInput): Promise<Di
       backupContainer: backup!.container,
       backupBlob: backup!.blob,
       createdAt: (deps.now ?? (() => new Date()))().toISOString(),
+      // Stored explicitly, so a later change of the defaults never changes what an existing disk keeps.
+      retainLast: retention.values.retainLast ?? DEFAULT_POLICY.last,
+      retainDaily: retention.values.retainDaily ?? DEFAULT_POLICY.daily,
+      retainWeekly: retention.values.retainWeekly ?? DEFAULT_POLICY.weekly,
+      retainMonthly: retention.values.retainMonthly ?? DEFAULT_POLICY.monthly,
     });
   } catch (err) {
     throw new InputError([`could not register disk ${input.id}: ${errorInfo(err).message}`]);
@@ -144,4 +189,25 @@ export async function requireDisk(deps: EngineDeps, id: string): Promise<DiskRec
       `disk ${id} is not registered; see 'diskdelta disk list' or add it with 'diskdelta disk add'`,
     ]);
   return disk;
+}
+
+/** How often `setRetention` re-reads and retries when a run updated the disk row meanwhile. */
+const SET_RETENTION_ATTEMPTS = 5;
+
+/** Changes the retention counts given in `input` (at least one); returns the updated disk. */
+export async function setRetention(deps: EngineDeps, id: string, input: RetentionInput): Promise<DiskRecord> {
+  const { values, problems } = parseRetention(input);
+  if (problems.length === 0 && Object.keys(values).length === 0) {
+    problems.push(`nothing to set: give at least one of ${Object.values(RETENTION_OPTIONS).join(", ")}`);
+  }
+  if (problems.length) throw new InputError(problems);
+  for (let attempt = 1; ; attempt++) {
+    const disk = await requireDisk(deps, id);
+    try {
+      return await deps.lineage.updateDisk({ ...disk, ...values });
+    } catch (err) {
+      // A run's heartbeat or seal changed the row since it was read: read again, apply again.
+      if (!(err instanceof ConflictError) || attempt >= SET_RETENTION_ATTEMPTS) throw err;
+    }
+  }
 }
