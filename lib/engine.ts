@@ -4,10 +4,11 @@
  * stops whatever was started here.
  */
 import { StorageClients } from "./azure/clients";
-import type { EngineDeps, Logger } from "./backup/run";
+import type { EngineDeps, Logger, RunHooks } from "./backup/run";
 import { loadConfig, type Config } from "./config";
 import { startEmbedded, type EmbeddedStorage } from "./emulator/embedded";
 import { TableLineage } from "./lineage/tableStore";
+import { reportRunEnded } from "./telemetry";
 
 export interface Engine extends EngineDeps {
   embedded?: EmbeddedStorage;
@@ -33,11 +34,16 @@ export async function openEngine(log: Logger, env: NodeJS.ProcessEnv = process.e
     points: `${prefix}Points`,
   });
   await lineage.ensureTables();
+  // Fan-out completion counters (lib/app/backups.ts); in Azure the infra declares this table too.
+  await clients.table(`${prefix}Progress`).createTable();
+  // After-seal work and run-end reporting (lib/backup/run.ts RunHooks); each is best effort.
+  const hooks: RunHooks = { runEnded: reportRunEnded(env, config.schedule) };
   return {
     config,
     clients,
     lineage,
     log,
+    hooks,
     embedded,
     close: async () => {
       await embedded?.close();

@@ -33,6 +33,8 @@ export interface ChunkMessage {
   runId: string;
   /** Batch number within the run, from 0; completion is recorded per batch. */
   batch: number;
+  /** The planning invocation that sent it: a batch of a planner that died past its checkpoint is not counted. */
+  generation: number;
   /** Each chunk: its 4 MiB window index and half-open [start, end) ranges inside it. */
   chunks: { index: number; ranges: [number, number][] }[];
 }
@@ -120,6 +122,7 @@ export function decodeChunkMessage(raw: unknown): ChunkMessage {
     diskId: field(m, "diskId", "string"),
     runId: field(m, "runId", "string"),
     batch: field(m, "batch", "number"),
+    generation: field(m, "generation", "number"),
     chunks: chunks as ChunkMessage["chunks"],
   };
 }

@@ -16,13 +16,14 @@
 import type { PageBlobClient } from "@azure/storage-blob";
 import type { Config } from "../config";
 import type { StorageClients } from "../azure/clients";
-import { describeStorageError, errorInfo, isDiffRefusal, isNotFound } from "../azure/errors";
+import { describeStorageError, errorInfo, isDiffRefusal, isNotFound, isRetryable } from "../azure/errors";
 import { withRetry, type RetryPolicy } from "../azure/retry";
 import { blobLocation, parseAccountUrl, parseBlobUrl, type BlobLocation } from "../azure/urls";
 import { forEachBounded } from "../concurrency";
 import { PageCopier } from "../copy";
 import { compareSegment, serviceDiffSegment, validRangesSegment, type ChangeSet } from "../diff";
 import {
+  ConflictError,
   TERMINAL_STATES,
   type Detection,
   type DiskRecord,
@@ -30,8 +31,8 @@ import {
   type RunRecord,
   type RunTrigger,
 } from "../lineage/types";
-import { chunksOf, segments, totalBytes } from "../ranges";
-import { advancedDisk, claimRun, ownerId, releaseClaim } from "./claim";
+import { chunksOf, segments, totalBytes, type Chunk } from "../ranges";
+import { advancedDisk, claimRun, leaseHolds, ownerId, releaseClaim } from "./claim";
 import { adoptOrTakeSnapshot, deleteSnapshot, listTaggedSnapshots } from "./snapshots";
 import { LostRunError, RunTracker } from "./tracker";
 
@@ -52,6 +53,27 @@ export interface EngineDeps {
   lineage: Lineage;
   log: Logger;
   now?: () => Date;
+  hooks?: RunHooks;
+}
+
+/**
+ * What happens around a run without being part of it. Hooks are best effort: an error in one is
+ * logged and never changes the run's outcome (the restore point is already sealed).
+ */
+export interface RunHooks {
+  /** After a run sealed and the disk advanced: digests, retention. */
+  afterSeal?(deps: EngineDeps, disk: DiskRecord, run: RunRecord): Promise<void>;
+  /** After a run reached a terminal state (succeeded or failed): telemetry. */
+  runEnded?(run: RunRecord, disk: DiskRecord): void;
+}
+
+/** Calls one hook, logging instead of throwing. */
+export async function callHook(deps: EngineDeps, name: string, call: () => unknown): Promise<void> {
+  try {
+    await call();
+  } catch (err) {
+    deps.log.warn(`${name} after the run did not complete: ${errorInfo(err).message}`);
+  }
 }
 
 export interface Progress {
@@ -65,10 +87,35 @@ export interface Progress {
   chunksDone: number;
 }
 
+/** A batch of chunks planned for queue workers (see lib/app/backups.ts). */
+export interface PlannedBatch {
+  batch: number;
+  generation: number;
+  chunks: Chunk[];
+}
+
+export interface FanoutOptions {
+  /** Bytes to write up to which the planner copies by itself; past it, the rest fans out. */
+  thresholdBytes: number;
+  batchChunks: number;
+  /** Epoch ms after which planning checkpoints and stops (the caller continues it in a new invocation). */
+  deadline: number;
+  send(batch: PlannedBatch): Promise<void>;
+  /** Owner written on the run when planning pauses, so the continuation message may take it over. */
+  pauseOwner: string;
+}
+
 export interface BackupOptions {
   trigger: RunTrigger;
   onProgress?: (progress: Progress) => void;
+  fanout?: FanoutOptions;
 }
+
+/**
+ * Ranges per batch message, at most: a range is about 25 bytes of JSON, so 1,000 keep a message
+ * near 25 KiB, far below the queue's 64 KiB limit even for fragmented chunks.
+ */
+const MAX_RANGES_PER_BATCH = 1000;
 
 export function retryPolicy(config: Config, log?: Logger): RetryPolicy {
   return {
@@ -110,18 +157,141 @@ export async function backupDisk(
     diskId,
     options.trigger,
   );
-  const tracker = new RunTracker(lineage, claim.run, config.leaseSeconds, now);
-  const execution = new Execution(deps, claim.disk, tracker, options, now);
+  return runExecution(deps, claim.disk, claim.run, options, "any");
+}
+
+/**
+ * Takes over run `runId` of `diskId` (owner and lease, under the run's ETag) and carries it as far
+ * as it goes in this invocation. Returns undefined when another live invocation holds the run, or
+ * when it has already finished. `failOn: "permanent"` leaves the run as it is on retryable errors
+ * (the queue redelivers the message); "any" fails the run on every error.
+ */
+export async function continueRun(
+  deps: EngineDeps,
+  diskId: string,
+  runId: string,
+  options: BackupOptions & { takeOverFrom?: string },
+  failOn: "any" | "permanent",
+): Promise<RunRecord | undefined> {
+  const now = deps.now ?? (() => new Date());
+  const disk = await deps.lineage.getDisk(diskId);
+  const run = await deps.lineage.getRun(diskId, runId);
+  if (!disk || !run || TERMINAL_STATES.includes(run.state)) return undefined;
+  if (disk.activeRunId !== runId) return undefined;
+  if (run.owner !== options.takeOverFrom && leaseHolds(run, now())) return undefined;
+  let mine: RunRecord;
+  try {
+    mine = await deps.lineage.updateRun({
+      ...run,
+      owner: ownerId(),
+      leaseUntil: new Date(now().getTime() + deps.config.leaseSeconds * 1000).toISOString(),
+      updatedAt: now().toISOString(),
+    });
+  } catch (err) {
+    if (err instanceof ConflictError) return undefined; // another invocation took it first
+    throw err;
+  }
+  return runExecution(deps, disk, mine, options, failOn);
+}
+
+/** Carries on a run this invocation already owns (e.g. one it just moved to sealing). */
+export function resumeOwnedRun(deps: EngineDeps, disk: DiskRecord, run: RunRecord): Promise<RunRecord> {
+  return runExecution(deps, disk, run, { trigger: run.trigger }, "permanent");
+}
+
+/**
+ * Fails run `runId` with `reason` (unless it already ended): the run row says why, the disk is
+ * released, and the run's source snapshot is deleted unless it is the base.
+ */
+export async function failRun(
+  deps: EngineDeps,
+  diskId: string,
+  runId: string,
+  reason: string,
+): Promise<void> {
+  const now = deps.now ?? (() => new Date());
+  for (let pass = 0; pass < 5; pass++) {
+    const run = await deps.lineage.getRun(diskId, runId);
+    if (!run || TERMINAL_STATES.includes(run.state)) return;
+    try {
+      await deps.lineage.updateRun({
+        ...run,
+        state: "failed",
+        error: reason,
+        finishedAt: now().toISOString(),
+        updatedAt: now().toISOString(),
+      });
+    } catch (err) {
+      if (err instanceof ConflictError) continue;
+      throw err;
+    }
+    deps.log.error(`run ${runId} of disk ${diskId} failed: ${reason}`);
+    await releaseClaim(deps.lineage, diskId, runId);
+    const disk = await deps.lineage.getDisk(diskId);
+    const failed = await deps.lineage.getRun(diskId, runId);
+    if (disk && failed) await callHook(deps, "runEnded", () => deps.hooks?.runEnded?.(failed, disk));
+    if (disk && run.sourceSnapshot && run.sourceSnapshot !== disk.baseSnapshot) {
+      const { source } = diskLocations(disk);
+      await deleteSnapshot(
+        deps.clients.pageBlob(source),
+        run.sourceSnapshot,
+        retryPolicy(deps.config, deps.log),
+      ).catch(() => undefined);
+    }
+    return;
+  }
+}
+
+async function runExecution(
+  deps: EngineDeps,
+  disk: DiskRecord,
+  run: RunRecord,
+  options: BackupOptions,
+  failOn: "any" | "permanent",
+): Promise<RunRecord> {
+  const now = deps.now ?? (() => new Date());
+  const tracker = new RunTracker(deps.lineage, run, deps.config.leaseSeconds, now);
+  const execution = new Execution(deps, disk, tracker, options, now);
   tracker.startHeartbeat(() => execution.counters());
   try {
     return await execution.execute();
   } catch (err) {
     if (err instanceof LostRunError) throw err;
-    await execution.fail(err);
+    if (failOn === "any" || !isRetryable(err)) {
+      await execution.fail(err);
+    } else if (options.fanout) {
+      // The queue redelivers the message: hand the run back to it now, or the retry would find
+      // the run held by this (live) process and wait out the lease.
+      await tracker.update({ owner: options.fanout.pauseOwner }).catch(() => undefined);
+    }
     throw err;
   } finally {
     tracker.stop();
   }
+}
+
+/** Groups chunks into batches of at most `size` chunks and MAX_RANGES_PER_BATCH ranges, lazily. */
+function* batchesOf(chunks: Iterable<Chunk>, size: number): Generator<Chunk[]> {
+  let batch: Chunk[] = [];
+  let ranges = 0;
+  for (const whole of chunks) {
+    // A window can hold up to 4,096 separate ranges; split such a chunk so one message stays small.
+    for (let i = 0; i < whole.ranges.length; i += MAX_RANGES_PER_BATCH) {
+      const part = whole.ranges.slice(i, i + MAX_RANGES_PER_BATCH);
+      const chunk =
+        part.length === whole.ranges.length
+          ? whole
+          : { index: whole.index, ranges: part, bytes: totalBytes(part) };
+      if (batch.length > 0 && (batch.length >= size || ranges + chunk.ranges.length > MAX_RANGES_PER_BATCH)) {
+        yield batch;
+        batch = [];
+        ranges = 0;
+      }
+      batch.push(chunk);
+      ranges += chunk.ranges.length;
+    }
+  }
+  if (batch.length > 0) yield batch;
 }
 
 class Execution {
@@ -219,9 +389,15 @@ class Execution {
         `run ${this.run.id}: snapshot ${snapshot} of disk ${this.disk.id} (${props.contentLength} bytes)`,
       );
     }
-    if (this.run.state === "copying") await this.copy();
+    // A fanned-out run whose plan is complete is sealed by whoever records its last batch.
+    if (this.run.state === "copying" && this.run.planComplete !== "yes") await this.copy();
     if (this.run.state === "sealing") await this.seal();
-    await this.cleanUpAfterSeal(sourceBlob);
+    if (this.run.state === "succeeded") {
+      await this.cleanUpAfterSeal(sourceBlob);
+      const hooks = this.deps.hooks;
+      await callHook(this.deps, "afterSeal", () => hooks?.afterSeal?.(this.deps, this.disk, this.run));
+      await callHook(this.deps, "runEnded", () => hooks?.runEnded?.(this.run, this.disk));
+    }
     return this.run;
   }
 
@@ -323,8 +499,29 @@ class Execution {
     const start = this.run.checkpoint ?? 0;
     let lastCheckpoint = Date.now();
     if (start > 0) log.info(`run ${this.run.id}: resuming at byte ${start} of ${size}`);
+    const fanout = this.options.fanout;
+    let nextBatch = this.run.batchesTotal ?? 0;
+    let generation = 0;
+    if (fanout) {
+      // Every planning invocation is a new generation: batches a dead planner sent past its last
+      // checkpoint are then told apart from this one's (and not counted), even if numbered alike.
+      generation = (this.run.planGeneration ?? 0) + 1;
+      await this.tracker.update({ planGeneration: generation, generationStart: nextBatch });
+    }
     for (const segment of segments(size, config.segmentBytes)) {
       if (segment.end <= start) continue;
+      if (fanout && Date.now() >= fanout.deadline && segment.start > start) {
+        await this.tracker.update({
+          checkpoint: segment.start,
+          batchesTotal: nextBatch,
+          owner: fanout.pauseOwner,
+          ...this.counters(),
+        });
+        log.info(
+          `run ${this.run.id}: planning paused at byte ${segment.start} of ${size}; it continues in a new invocation`,
+        );
+        return;
+      }
       this.report("copying", segment.start);
       let changes: ChangeSet;
       try {
@@ -358,23 +555,51 @@ class Execution {
       // Await first, then add: `x += await f()` reads x before the await and loses parallel updates.
       const cleared = await copier.clear(changes.clears);
       this.stats.bytesCleared += cleared;
-      // Chunks are pulled lazily: only the in-flight ones (concurrency × ≤ 4 MiB) exist at once.
-      const chunks = chunksOf(changes.writes);
-      await forEachBounded(chunks, config.copyConcurrency, async (chunk) => {
-        this.stats.chunksTotal += 1;
-        const copied = await copier.copyChunk(chunk);
-        this.stats.bytesCopied += copied;
-        this.stats.chunksDone += 1;
-        this.report("copying", Math.min(segment.end, (chunk.index + 1) * 4 * 1024 * 1024));
-      });
+      if (fanout && (this.run.mode === "fanout" || this.stats.bytesPlanned > fanout.thresholdBytes)) {
+        if (this.run.mode !== "fanout") {
+          log.info(
+            `run ${this.run.id}: ${this.stats.bytesPlanned} bytes to copy: fanning out to queue workers`,
+          );
+          await this.tracker.update({ mode: "fanout" });
+        }
+        for (const batch of batchesOf(chunksOf(changes.writes), fanout.batchChunks)) {
+          await fanout.send({ batch: nextBatch, generation, chunks: batch });
+          nextBatch += 1;
+          this.stats.chunksTotal += batch.length;
+        }
+      } else {
+        // Chunks are pulled lazily: only the in-flight ones (concurrency × ≤ 4 MiB) exist at once.
+        const chunks = chunksOf(changes.writes);
+        await forEachBounded(chunks, config.copyConcurrency, async (chunk) => {
+          this.stats.chunksTotal += 1;
+          const copied = await copier.copyChunk(chunk);
+          this.stats.bytesCopied += copied;
+          this.stats.chunksDone += 1;
+          this.report("copying", Math.min(segment.end, (chunk.index + 1) * 4 * 1024 * 1024));
+        });
+      }
       // Checkpoint after every segment that changed something, and otherwise every few seconds:
       // a sparse 1 TiB disk is 8192 segments, and a table write for each empty one costs more
       // than re-listing them after a crash.
       const changed = changes.writes.length + changes.clears.length > 0;
       if (changed || Date.now() - lastCheckpoint >= CHECKPOINT_IDLE_MS || segment.end === size) {
-        await this.tracker.update({ checkpoint: segment.end, ...this.counters() });
+        await this.tracker.update({
+          checkpoint: segment.end,
+          batchesTotal: fanout ? nextBatch : undefined,
+          ...this.counters(),
+        });
         lastCheckpoint = Date.now();
       }
+    }
+    if (this.run.mode === "fanout") {
+      // The queue workers copy the rest; the one that records the last batch seals.
+      await this.tracker.update({
+        checkpoint: size,
+        batchesTotal: nextBatch,
+        planComplete: "yes",
+        ...this.counters(),
+      });
+      return;
     }
     this.report("sealing", size);
     await this.tracker.update({ state: "sealing", ...this.counters() });
@@ -467,5 +692,6 @@ class Execution {
         `run ${this.run.id}: cleanup after the failure was incomplete (${errorInfo(cleanupError).message}); the next run finishes it`,
       );
     }
+    await callHook(this.deps, "runEnded", () => this.deps.hooks?.runEnded?.(this.run, this.disk));
   }
 }

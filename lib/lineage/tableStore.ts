@@ -89,6 +89,8 @@ const RUN_COLUMNS: Columns<RunRecord> = {
   mode: "string?",
   batchesTotal: "number?",
   planComplete: "string?",
+  planGeneration: "number?",
+  generationStart: "number?",
   backupSnapshot: "string?",
   restorePoint: "string?",
   reason: "string?",
@@ -109,6 +111,7 @@ const POINT_COLUMNS: Columns<RestorePointRecord> = {
   verifyResult: "string?",
   digestsUrl: "string?",
   readingUntil: "string?",
+  deletingSince: "string?",
 };
 
 type Entity = TableEntity<Record<string, unknown>>;

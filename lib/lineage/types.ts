@@ -74,6 +74,9 @@ export interface RunRecord {
   /** Fan-out: chunk batches enqueued so far, and "yes" once planning has finished. */
   batchesTotal?: number;
   planComplete?: "yes";
+  /** Fan-out: incremented by every planning invocation; batches numbered from `generationStart` on belong to it. */
+  planGeneration?: number;
+  generationStart?: number;
   /** Snapshot id of the backup blob taken by the seal. */
   backupSnapshot?: string;
   restorePoint?: string;
@@ -101,6 +104,8 @@ export interface RestorePointRecord {
   digestsUrl?: string;
   /** A restore reading this point holds it until this time; retention must not delete it before. */
   readingUntil?: string;
+  /** Set by retention, under the row's ETag, before it deletes this point; a restore refuses a point so marked. */
+  deletingSince?: string;
   etag?: string;
 }
 
