@@ -15,6 +15,8 @@
  *   with If-None-Match: *, so a blob created meanwhile is not clobbered either);
  * - a failure deletes whatever this restore created (blobs, snapshots) before it is rethrown;
  *   registering the disk is the last step, so a restore is either registered whole or not at all;
+ * - the restore point is held (see hold.ts) while it is read, so retention never deletes it
+ *   under a running restore;
  * - no credential is logged, returned or stored: the SAS lives only in the copy request.
  */
 import path from "node:path/posix";
@@ -31,6 +33,7 @@ import { forEachBounded } from "../concurrency";
 import { downloadRange, validRangesSegment } from "../diff";
 import { chunksOf, segments } from "../ranges";
 import { newId, type DiskRecord, type RestorePointRecord } from "../lineage";
+import { holdPoint } from "./hold";
 import { pointTimeIso, selectPoint } from "./points";
 
 export interface RestoreOptions {
@@ -237,123 +240,133 @@ export async function restoreAsNewDisk(
     }
   }
   if (problems.length) throw new InputError(problems);
+  // Held from before the snapshot is checked until the last copy is done: retention spares it.
+  const hold = await holdPoint(deps, point, `restore of ${point.id} as disk ${name}`);
   try {
-    await withRetry(policy, () => clients.pageBlob(pointBackup, point.backupSnapshot).getProperties());
-  } catch (err) {
-    if (isNotFound(err)) {
-      throw new InputError([
-        `restore point ${point.id}: its backup snapshot ${point.backupSnapshot} of ${pointBackup.url} is gone`,
-      ]);
-    }
-    throw err;
+    return await restoreHeld();
+  } finally {
+    await hold.release();
   }
 
-  const runId = newId(now(), "r");
-  const undo: Array<{ what: string; run: () => Promise<unknown> }> = [];
-  const overwritten: string[] = [];
-  const remember = (loc: BlobLocation) => {
-    const blob = clients.pageBlob(loc);
-    if (existedBefore.get(loc.url)) {
-      overwritten.push(loc.url);
-      return;
-    }
-    undo.push({ what: loc.url, run: () => blob.deleteIfExists({ deleteSnapshots: "include" }) });
-  };
-  const forgetSnapshot = (loc: BlobLocation, snapshot: string) =>
-    undo.push({
-      what: `${loc.url} snapshot ${snapshot}`,
-      run: () => clients.pageBlob(loc, snapshot).deleteIfExists(),
-    });
-  try {
-    // 1. Promote: the restore point's snapshot becomes a blob of its own in the backup account.
-    log.info(
-      `restore ${runId}: promoting ${pointBackup.url} snapshot ${point.backupSnapshot} to ${newBackup.url}`,
-    );
-    await copyInto(
-      deps,
-      clients.pageBlob(newBackup),
-      { loc: pointBackup, snapshot: point.backupSnapshot },
-      Boolean(options.overwrite),
-      policy,
-      () => remember(newBackup),
-    );
-    const backupSnapshot = await snapshotTagged(clients.pageBlob(newBackup), name, runId, policy);
-    forgetSnapshot(newBackup, backupSnapshot);
-
-    // 2. Copy back to the source account as a new disk, from the promoted snapshot (immutable while copying).
-    log.info(`restore ${runId}: copying to ${newDisk.url}`);
-    await copyInto(
-      deps,
-      clients.pageBlob(newDisk),
-      { loc: newBackup, snapshot: backupSnapshot },
-      Boolean(options.overwrite),
-      policy,
-      () => remember(newDisk),
-    );
-    // 3. The new disk's base, tagged like a run's snapshot so the engine's sweep keeps and recognises it.
-    const baseSnapshot = await snapshotTagged(clients.pageBlob(newDisk), name, runId, policy);
-    forgetSnapshot(newDisk, baseSnapshot);
-    const size = (await withRetry(policy, () => clients.pageBlob(newDisk, baseSnapshot).getProperties()))
-      .contentLength;
-    if (size !== point.size) {
-      throw new Error(`the restored disk is ${size} bytes but restore point ${point.id} is ${point.size}`);
-    }
-
-    // 4. Register: the last step, and the one that makes the restore visible.
-    const at = now().toISOString();
-    const pointId = runId.replace(/^r-/, "p-");
-    const record: DiskRecord = {
-      id: name,
-      sourceUrl: newDisk.url,
-      backupAccountUrl: newBackup.serviceUrl,
-      backupContainer: newBackup.container,
-      backupBlob: newBackup.blob,
-      createdAt: at,
-      baseSnapshot,
-      baseSize: size,
-      basePoint: pointId,
-      lastRunId: runId,
-      lastSuccessAt: at,
-    };
+  async function restoreHeld(): Promise<RestoreResult> {
     try {
-      await lineage.addDisk(record);
+      await withRetry(policy, () => clients.pageBlob(pointBackup, point.backupSnapshot).getProperties());
     } catch (err) {
-      throw new InputError([`could not register disk ${name}: ${errorInfo(err).message}`]);
-    }
-    undo.length = 0; // registered: from here on nothing is rolled back
-    const recorded = await recordRestoreRun(deps, record, point, {
-      runId,
-      pointId,
-      backupSnapshot,
-      backupUrl: newBackup.url,
-      at,
-    });
-    return {
-      diskId: name,
-      diskUrl: newDisk.url,
-      baseSnapshot,
-      backupBlobUrl: newBackup.url,
-      backupSnapshot,
-      restoredPoint: point,
-      fromDiskId: diskId,
-      size,
-      runId,
-      pointId: recorded ? pointId : undefined,
-    };
-  } catch (err) {
-    for (const step of undo.reverse()) {
-      try {
-        await withRetry(policy, step.run);
-      } catch (cleanupError) {
-        log.warn(
-          `could not remove ${step.what} after the failed restore: ${errorInfo(cleanupError).message}`,
-        );
+      if (isNotFound(err)) {
+        throw new InputError([
+          `restore point ${point.id}: its backup snapshot ${point.backupSnapshot} of ${pointBackup.url} is gone`,
+        ]);
       }
+      throw err;
     }
-    for (const url of overwritten) {
-      log.warn(`${url} existed and was overwritten (--overwrite); it may hold a partial restore`);
+
+    const runId = newId(now(), "r");
+    const undo: Array<{ what: string; run: () => Promise<unknown> }> = [];
+    const overwritten: string[] = [];
+    const remember = (loc: BlobLocation) => {
+      const blob = clients.pageBlob(loc);
+      if (existedBefore.get(loc.url)) {
+        overwritten.push(loc.url);
+        return;
+      }
+      undo.push({ what: loc.url, run: () => blob.deleteIfExists({ deleteSnapshots: "include" }) });
+    };
+    const forgetSnapshot = (loc: BlobLocation, snapshot: string) =>
+      undo.push({
+        what: `${loc.url} snapshot ${snapshot}`,
+        run: () => clients.pageBlob(loc, snapshot).deleteIfExists(),
+      });
+    try {
+      // 1. Promote: the restore point's snapshot becomes a blob of its own in the backup account.
+      log.info(
+        `restore ${runId}: promoting ${pointBackup.url} snapshot ${point.backupSnapshot} to ${newBackup.url}`,
+      );
+      await copyInto(
+        deps,
+        clients.pageBlob(newBackup),
+        { loc: pointBackup, snapshot: point.backupSnapshot },
+        Boolean(options.overwrite),
+        policy,
+        () => remember(newBackup),
+      );
+      const backupSnapshot = await snapshotTagged(clients.pageBlob(newBackup), name, runId, policy);
+      forgetSnapshot(newBackup, backupSnapshot);
+
+      // 2. Copy back to the source account as a new disk, from the promoted snapshot (immutable while copying).
+      log.info(`restore ${runId}: copying to ${newDisk.url}`);
+      await copyInto(
+        deps,
+        clients.pageBlob(newDisk),
+        { loc: newBackup, snapshot: backupSnapshot },
+        Boolean(options.overwrite),
+        policy,
+        () => remember(newDisk),
+      );
+      // 3. The new disk's base, tagged like a run's snapshot so the engine's sweep keeps and recognises it.
+      const baseSnapshot = await snapshotTagged(clients.pageBlob(newDisk), name, runId, policy);
+      forgetSnapshot(newDisk, baseSnapshot);
+      const size = (await withRetry(policy, () => clients.pageBlob(newDisk, baseSnapshot).getProperties()))
+        .contentLength;
+      if (size !== point.size) {
+        throw new Error(`the restored disk is ${size} bytes but restore point ${point.id} is ${point.size}`);
+      }
+
+      // 4. Register: the last step, and the one that makes the restore visible.
+      const at = now().toISOString();
+      const pointId = runId.replace(/^r-/, "p-");
+      const record: DiskRecord = {
+        id: name,
+        sourceUrl: newDisk.url,
+        backupAccountUrl: newBackup.serviceUrl,
+        backupContainer: newBackup.container,
+        backupBlob: newBackup.blob,
+        createdAt: at,
+        baseSnapshot,
+        baseSize: size,
+        basePoint: pointId,
+        lastRunId: runId,
+        lastSuccessAt: at,
+      };
+      try {
+        await lineage.addDisk(record);
+      } catch (err) {
+        throw new InputError([`could not register disk ${name}: ${errorInfo(err).message}`]);
+      }
+      undo.length = 0; // registered: from here on nothing is rolled back
+      const recorded = await recordRestoreRun(deps, record, point, {
+        runId,
+        pointId,
+        backupSnapshot,
+        backupUrl: newBackup.url,
+        at,
+      });
+      return {
+        diskId: name,
+        diskUrl: newDisk.url,
+        baseSnapshot,
+        backupBlobUrl: newBackup.url,
+        backupSnapshot,
+        restoredPoint: point,
+        fromDiskId: diskId,
+        size,
+        runId,
+        pointId: recorded ? pointId : undefined,
+      };
+    } catch (err) {
+      for (const step of undo.reverse()) {
+        try {
+          await withRetry(policy, step.run);
+        } catch (cleanupError) {
+          log.warn(
+            `could not remove ${step.what} after the failed restore: ${errorInfo(cleanupError).message}`,
+          );
+        }
+      }
+      for (const url of overwritten) {
+        log.warn(`${url} existed and was overwritten (--overwrite); it may hold a partial restore`);
+      }
+      throw err;
     }
-    throw err;
   }
 }
 

@@ -8,6 +8,8 @@
  * - progress survives a crash: `<path>.diskdelta-partial` records the point, the size and the
  *   offset below which every byte is on disk (fsynced before the offset is advanced); the same
  *   command run again resumes there; the sidecar is removed when the image is complete;
+ * - the restore point is held while it is read (see hold.ts), so retention never deletes it
+ *   under a running restore;
  * - an existing file is replaced only with `overwrite` (or when it is this point's own partial
  *   restore); bad input is refused before anything is created.
  */
@@ -21,6 +23,7 @@ import { retryPolicy, type EngineDeps } from "../backup/run";
 import { forEachBounded } from "../concurrency";
 import { downloadRange, validRangesSegment } from "../diff";
 import { chunksOf, segments } from "../ranges";
+import { holdPoint } from "./hold";
 import { selectPoint } from "./points";
 
 export interface RestoreToFileOptions {
@@ -138,68 +141,78 @@ export async function restoreToFile(
     if (fileExists) throw new InputError([`${file} already exists; choose another path or pass --overwrite`]);
   }
 
-  const backup = blobLocation(
-    parseAccountUrl(disk.backupAccountUrl, "backup account URL"),
-    disk.backupContainer,
-    disk.backupBlob,
-  );
-  const source = deps.clients.pageBlob(backup, point.backupSnapshot);
-  let size: number;
+  // Held while the snapshot is read, so retention spares it; renewed for long restores.
+  const hold = await holdPoint(deps, point, `restore of ${point.id} to ${file}`);
   try {
-    size = (await withRetry(policy, () => source.getProperties())).contentLength ?? 0;
-  } catch (err) {
-    if (isNotFound(err))
-      throw new InputError([
-        `restore point ${point.id}: its backup snapshot ${point.backupSnapshot} is gone`,
-      ]);
-    throw err;
+    return await readHeld();
+  } finally {
+    await hold.release();
   }
 
-  const resumedFrom = resumable ? Math.min(partial.offset, size) : 0;
-  const progress: Partial = { diskId, pointId: point.id, size, offset: resumedFrom };
-  // The sidecar goes first: a crash right after creating the file still leaves it resumable.
-  writePartial(sidecar, progress);
-  const fd = fs.openSync(file, resumable ? "r+" : "w");
-  let bytesDownloaded = 0;
-  let bytesWritten = 0;
-  const interrupted = () => {
-    if (options.signal?.aborted)
-      throw new Error(
-        `restore to ${file} interrupted at byte ${progress.offset}; run the same command to resume`,
-      );
-  };
-  try {
-    // Extends with a hole: no blocks are allocated for the pages never written.
-    fs.ftruncateSync(fd, size);
-    if (resumedFrom > 0) deps.log.info(`resuming the restore to ${file} at byte ${resumedFrom} of ${size}`);
-    for (const segment of segments(size, deps.config.segmentBytes)) {
-      if (segment.end <= resumedFrom) continue;
-      interrupted();
-      const window = { start: Math.max(segment.start, resumedFrom), end: segment.end };
-      const valid = await validRangesSegment(source, window, policy);
-      await forEachBounded(chunksOf(valid), deps.config.copyConcurrency, async (chunk) => {
-        interrupted();
-        for (const range of chunk.ranges) {
-          const data = await downloadRange(source, range, policy);
-          if (data.length !== range.end - range.start) {
-            throw new Error(
-              `short read of [${range.start}, ${range.end}) from ${source.url}: ${data.length} bytes`,
-            );
-          }
-          bytesDownloaded += data.length;
-          if (allZero(data)) continue; // a zero page reads back as a hole: leave it one
-          await writeAt(fd, data, range.start);
-          bytesWritten += data.length;
-        }
-      });
-      fs.fsyncSync(fd);
-      progress.offset = segment.end;
-      writePartial(sidecar, progress);
-      options.onProgress?.(segment.end, size, bytesDownloaded);
+  async function readHeld(): Promise<RestoreToFileResult> {
+    const backup = blobLocation(
+      parseAccountUrl(disk.backupAccountUrl, "backup account URL"),
+      disk.backupContainer,
+      disk.backupBlob,
+    );
+    const source = deps.clients.pageBlob(backup, point.backupSnapshot);
+    let size: number;
+    try {
+      size = (await withRetry(policy, () => source.getProperties())).contentLength ?? 0;
+    } catch (err) {
+      if (isNotFound(err))
+        throw new InputError([
+          `restore point ${point.id}: its backup snapshot ${point.backupSnapshot} is gone`,
+        ]);
+      throw err;
     }
-  } finally {
-    fs.closeSync(fd);
+
+    const resumedFrom = resumable ? Math.min(partial.offset, size) : 0;
+    const progress: Partial = { diskId, pointId: point.id, size, offset: resumedFrom };
+    // The sidecar goes first: a crash right after creating the file still leaves it resumable.
+    writePartial(sidecar, progress);
+    const fd = fs.openSync(file, resumable ? "r+" : "w");
+    let bytesDownloaded = 0;
+    let bytesWritten = 0;
+    const interrupted = () => {
+      if (options.signal?.aborted)
+        throw new Error(
+          `restore to ${file} interrupted at byte ${progress.offset}; run the same command to resume`,
+        );
+    };
+    try {
+      // Extends with a hole: no blocks are allocated for the pages never written.
+      fs.ftruncateSync(fd, size);
+      if (resumedFrom > 0) deps.log.info(`resuming the restore to ${file} at byte ${resumedFrom} of ${size}`);
+      for (const segment of segments(size, deps.config.segmentBytes)) {
+        if (segment.end <= resumedFrom) continue;
+        interrupted();
+        const window = { start: Math.max(segment.start, resumedFrom), end: segment.end };
+        const valid = await validRangesSegment(source, window, policy);
+        await forEachBounded(chunksOf(valid), deps.config.copyConcurrency, async (chunk) => {
+          interrupted();
+          for (const range of chunk.ranges) {
+            const data = await downloadRange(source, range, policy);
+            if (data.length !== range.end - range.start) {
+              throw new Error(
+                `short read of [${range.start}, ${range.end}) from ${source.url}: ${data.length} bytes`,
+              );
+            }
+            bytesDownloaded += data.length;
+            if (allZero(data)) continue; // a zero page reads back as a hole: leave it one
+            await writeAt(fd, data, range.start);
+            bytesWritten += data.length;
+          }
+        });
+        fs.fsyncSync(fd);
+        progress.offset = segment.end;
+        writePartial(sidecar, progress);
+        options.onProgress?.(segment.end, size, bytesDownloaded);
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.rmSync(sidecar, { force: true });
+    return { path: file, diskId, pointId: point.id, size, bytesDownloaded, bytesWritten, resumedFrom };
   }
-  fs.rmSync(sidecar, { force: true });
-  return { path: file, diskId, pointId: point.id, size, bytesDownloaded, bytesWritten, resumedFrom };
 }
