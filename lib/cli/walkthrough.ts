@@ -1,5 +1,5 @@
 /**
- * `npm start`: Microsoft's "back up VM disks with incremental snapshots" walkthrough, carried out
+ * `npm run demo`: Microsoft's "back up VM disks with incremental snapshots" walkthrough, carried out
  * by diskdelta on the embedded Azurite (or, when AzureWebJobsStorage is set, on the account it
  * names). Guarantees: it can be run again and again — the first run creates the disk
  * `mypremiumdisk`, registers it and takes a full backup; every run then writes and clears pages of
@@ -32,6 +32,8 @@ import { formatBytes, ProgressBar } from "./progress";
 
 /** The walkthrough's names, as in Microsoft's article. */
 const DISK_ID = "mypremiumdisk";
+/** The disk the local host (npm start) registers when none is, so the app has something to back up. */
+export const WALKTHROUGH_DISK_ID = DISK_ID;
 const SOURCE_ACCOUNT = "mypremiumaccount";
 const SOURCE_CONTAINER = "vhds";
 const SOURCE_BLOB = "mypremiumdisk";
@@ -51,8 +53,13 @@ const INITIAL_DATA: { what: string; range: PageRange }[] = [
   { what: "the end of the disk", range: { start: 63 * MiB, end: 63 * MiB + 64 * KiB } },
 ];
 
+/** Where the steps that create and register the disk tell what they did. */
+export interface Say {
+  say(line?: string): void;
+}
+
 /** Narration on stdout; the progress bar (stderr, terminals only) is cleared before each line. */
-class Narrator {
+class Narrator implements Say {
   bar?: ProgressBar;
 
   say(line = ""): void {
@@ -78,7 +85,7 @@ class Narrator {
   }
 }
 
-interface Accounts {
+export interface Accounts {
   where: string;
   sourceService: string;
   backupService: string;
@@ -133,7 +140,11 @@ function storageAccountOf(env: NodeJS.ProcessEnv): { serviceUrl: string; account
   return { serviceUrl: parsed.serviceUrl, account: parsed.account };
 }
 
-async function open(narrator: Narrator): Promise<{ engine: Engine; accounts: Accounts }> {
+/**
+ * Opens the engine for the walkthrough's disk: on the embedded default, with its two accounts; on
+ * AzureWebJobsStorage, with that account's key (when the connection string has one) handed over.
+ */
+export async function openWalkthroughEngine(log: Logger): Promise<{ engine: Engine; accounts: Accounts }> {
   const env = { ...process.env };
   const usesStorage = Boolean(
     env.AzureWebJobsStorage?.trim() ||
@@ -152,7 +163,7 @@ async function open(narrator: Narrator): Promise<{ engine: Engine; accounts: Acc
         .join(";");
     }
   }
-  const engine = await openEngine(narrator.logger(), env);
+  const engine = await openEngine(log, env);
   if (engine.embedded) {
     return {
       engine,
@@ -213,7 +224,7 @@ function pickAnywhere(size: number, length: number): PageRange {
 }
 
 /** Creates the disk with a few islands of data, unless it exists. Returns its size. */
-async function ensureSourceDisk(narrator: Narrator, service: BlobServiceClient): Promise<number> {
+async function ensureSourceDisk(narrator: Say, service: BlobServiceClient): Promise<number> {
   const container = service.getContainerClient(SOURCE_CONTAINER);
   const blob = container.getPageBlobClient(SOURCE_BLOB);
   try {
@@ -246,7 +257,7 @@ async function ensureSourceDisk(narrator: Narrator, service: BlobServiceClient):
   return DISK_SIZE;
 }
 
-async function ensureRegistered(narrator: Narrator, engine: Engine, accounts: Accounts): Promise<DiskRecord> {
+async function ensureRegistered(narrator: Say, engine: Engine, accounts: Accounts): Promise<DiskRecord> {
   const existing = await engine.lineage.getDisk(DISK_ID);
   if (existing) {
     const points = await engine.lineage.listPoints(DISK_ID);
@@ -266,6 +277,19 @@ async function ensureRegistered(narrator: Narrator, engine: Engine, accounts: Ac
   narrator.say(`     source       ${disk.sourceUrl}`);
   narrator.say(`     backup blob  ${disk.backupAccountUrl}/${disk.backupContainer}/${disk.backupBlob}`);
   return disk;
+}
+
+/**
+ * The walkthrough's first two steps: the page blob `mypremiumdisk` with a few islands of data
+ * (created unless it exists) and its registration (unless registered). Safe to repeat.
+ */
+export async function ensureWalkthroughDisk(
+  narrator: Say,
+  engine: Engine,
+  accounts: Accounts,
+): Promise<DiskRecord> {
+  await ensureSourceDisk(narrator, engine.clients.blobService(parseAccountUrl(accounts.sourceService)));
+  return ensureRegistered(narrator, engine, accounts);
 }
 
 /** What the walkthrough changed on the disk since its last backup, as a VM would between two backup windows. */
@@ -391,7 +415,7 @@ function indent(text: string): string {
 export async function walkthrough(): Promise<void> {
   const narrator = new Narrator();
   narrator.say("diskdelta walkthrough: back up a VM disk with incremental snapshots");
-  const { engine, accounts } = await open(narrator);
+  const { engine, accounts } = await openWalkthroughEngine(narrator.logger());
   try {
     narrator.say(`storage: ${accounts.where}`);
     let step = 0;
@@ -434,7 +458,7 @@ export async function walkthrough(): Promise<void> {
     await printLineage(narrator, engine);
 
     narrator.say();
-    narrator.say(`Run 'npm start' again for another incremental cycle, or look around with`);
+    narrator.say(`Run 'npm run demo' again for another incremental cycle, or look around with`);
     narrator.say(`  npx diskdelta disk list`);
     narrator.say(`  npx diskdelta runs ${DISK_ID}`);
     narrator.say(`  npx diskdelta points ${DISK_ID}`);

@@ -11,6 +11,7 @@ import path from "node:path";
 export const ROOT = path.resolve(__dirname, "../..");
 export const MAIN = path.join(ROOT, "dist/lib/cli/main.js");
 export const WALKTHROUGH = path.join(ROOT, "dist/lib/cli/walkthrough.js");
+export const HOST = path.join(ROOT, "dist/lib/host/main.js");
 
 function newestMtime(dir: string): number {
   let newest = 0;
@@ -24,9 +25,13 @@ function newestMtime(dir: string): number {
 
 /** Builds when needed; returns the path of the compiled CLI. */
 export function ensureBuilt(): string {
-  const outputs = [MAIN, WALKTHROUGH];
+  const outputs = [MAIN, WALKTHROUGH, HOST];
   const oldestOutput = () => Math.min(...outputs.map((f) => (fs.existsSync(f) ? fs.statSync(f).mtimeMs : 0)));
-  if (oldestOutput() >= newestMtime(path.join(ROOT, "lib"))) return MAIN;
+  const newestSource = Math.max(
+    newestMtime(path.join(ROOT, "lib")),
+    newestMtime(path.join(ROOT, "functions")),
+  );
+  if (oldestOutput() >= newestSource) return MAIN;
   const started = Date.now();
   try {
     execFileSync(process.execPath, [require.resolve("typescript/bin/tsc"), "-p", ROOT], {

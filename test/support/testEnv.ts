@@ -1,12 +1,15 @@
 /**
  * The storage every integration test shares: one in-memory Azurite started by globalSetup, with a
- * source account and a backup account (plus devstoreaccount1 for lineage). Tests isolate
+ * source account and a backup account (plus devstoreaccount1 for lineage, and appacct for the
+ * one suite that runs the app's fixed-name queues). Tests isolate
  * themselves with unique container and table names, never by starting their own Azurite.
  */
 import crypto from "node:crypto";
 
 export const SOURCE_ACCOUNT = "srcacct";
 export const BACKUP_ACCOUNT = "bakacct";
+/** Storage of the end-to-end app test alone: the app's queue names are fixed, so it gets an account to itself. */
+export const APP_ACCOUNT = "appacct";
 
 export interface TestStorage {
   blobPort: number;
@@ -17,6 +20,8 @@ export interface TestStorage {
   storageAccountKeys: string;
   /** AzureWebJobsStorage for lineage (devstoreaccount1). */
   webJobsStorage: string;
+  /** AzureWebJobsStorage of APP_ACCOUNT (queues and lineage of the end-to-end app test). */
+  appStorage: string;
   blobUrl(account: string): string;
 }
 
