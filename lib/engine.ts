@@ -8,6 +8,7 @@ import type { EngineDeps, Logger, RunHooks } from "./backup/run";
 import { loadConfig, type Config } from "./config";
 import { startEmbedded, type EmbeddedStorage } from "./emulator/embedded";
 import { TableLineage } from "./lineage/tableStore";
+import { afterSeal } from "./retention/hooks";
 import { reportRunEnded } from "./telemetry";
 
 export interface Engine extends EngineDeps {
@@ -37,7 +38,7 @@ export async function openEngine(log: Logger, env: NodeJS.ProcessEnv = process.e
   // Fan-out completion counters (lib/app/backups.ts); in Azure the infra declares this table too.
   await clients.table(`${prefix}Progress`).createTable();
   // After-seal work and run-end reporting (lib/backup/run.ts RunHooks); each is best effort.
-  const hooks: RunHooks = { runEnded: reportRunEnded(env, config.schedule) };
+  const hooks: RunHooks = { afterSeal, runEnded: reportRunEnded(env, config.schedule) };
   return {
     config,
     clients,

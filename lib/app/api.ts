@@ -140,6 +140,10 @@ export function runLocation(diskId: string, runId: string): string {
 
 export interface RegisterDiskBody extends AddDiskInput {
   intervalMinutes?: number;
+  retainLast?: number;
+  retainDaily?: number;
+  retainWeekly?: number;
+  retainMonthly?: number;
 }
 
 const REGISTER_FIELDS: FieldSpecs = {
@@ -149,6 +153,11 @@ const REGISTER_FIELDS: FieldSpecs = {
   backupContainer: { type: "string" },
   backupBlob: { type: "string" },
   intervalMinutes: { type: "integer" },
+  // Retention counts, as `diskdelta disk add --keep-*` takes them (infra registers disks with them).
+  retainLast: { type: "integer" },
+  retainDaily: { type: "integer" },
+  retainWeekly: { type: "integer" },
+  retainMonthly: { type: "integer" },
 };
 
 /**
@@ -196,6 +205,12 @@ export async function registerDisk(app: App, body: unknown): Promise<DiskView> {
       backupAccount: input.backupAccount,
       backupContainer: input.backupContainer,
       backupBlob: input.backupBlob,
+      retention: {
+        retainLast: input.retainLast,
+        retainDaily: input.retainDaily,
+        retainWeekly: input.retainWeekly,
+        retainMonthly: input.retainMonthly,
+      },
     });
   } catch (err) {
     throw inApiWords(err);

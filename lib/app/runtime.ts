@@ -8,6 +8,11 @@ import type { QueueClient } from "@azure/storage-queue";
 import type { EngineDeps, Logger } from "../backup/run";
 import { openEngine, type Engine } from "../engine";
 import { encodeMessage } from "./queues";
+import { setupTelemetry } from "../telemetry";
+
+// Process start: the Functions worker loads every function module, and each imports this one.
+// Telemetry is set up here once when APPLICATIONINSIGHTS_CONNECTION_STRING is set, else nothing.
+setupTelemetry();
 
 export interface QueueSender {
   /** Sends one message (JSON, base64 as the host expects) to a queue of the app's storage. */
