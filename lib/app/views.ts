@@ -5,6 +5,7 @@
  * URLs are stored without SAS.
  */
 import type { DiskRecord, RestorePointRecord, RunRecord } from "../lineage/types";
+import { policyOf } from "../retention/policy";
 
 export function runJson(run: RunRecord) {
   return {
@@ -40,7 +41,14 @@ export function diskJson(d: DiskRecord) {
     baseSnapshot: d.baseSnapshot,
     lastSuccessAt: d.lastSuccessAt,
     activeRun: d.activeRunId,
+    retention: retentionJson(d),
   };
+}
+
+/** A disk's retention policy with its defaults filled in, as `disk list` and the API show it. */
+export function retentionJson(disk: DiskRecord) {
+  const p = policyOf(disk);
+  return { keepLast: p.last, keepDaily: p.daily, keepWeekly: p.weekly, keepMonthly: p.monthly };
 }
 
 export function pointJson(p: RestorePointRecord) {

@@ -14,14 +14,12 @@ import { diskJson, pointJson, runJson } from "../app/views";
 import { UrlError } from "../azure/urls";
 import { formatBytes, ProgressBar } from "./progress";
 import { registerRestoreCommands } from "./restoreCommands";
+import { registerMaintenanceCommands, retentionFromOptions, retentionSummary } from "./maintenanceCommands";
+import { print, type GlobalOptions } from "./output";
+import { registerWorkerCommand } from "./workerCommand";
 
 /** Kept exported here for callers that imported it from the CLI before it moved to lib/app/views. */
 export { runJson };
-
-interface GlobalOptions {
-  json?: boolean;
-  verbose?: boolean;
-}
 
 export function stderrLogger(verbose: boolean): Logger {
   return {
@@ -42,10 +40,6 @@ async function withEngine<T>(opts: GlobalOptions, work: (engine: Engine) => Prom
   } finally {
     await engine.close();
   }
-}
-
-function print(opts: GlobalOptions, json: unknown, human: string): void {
-  process.stdout.write(opts.json ? `${JSON.stringify(json, null, 2)}\n` : `${human}\n`);
 }
 
 /** Left-aligned columns, two spaces apart; the first row is the header. */
@@ -101,6 +95,7 @@ export function buildProgram(): Command {
             backupAccount: o.backupAccount,
             backupContainer: o.backupContainer,
             backupBlob: o.backupBlob,
+            retention: retentionFromOptions(o),
           }),
         );
         print(
@@ -121,13 +116,14 @@ export function buildProgram(): Command {
         disks.length === 0
           ? "no disks registered; add one with 'diskdelta disk add'"
           : table([
-              ["ID", "SOURCE", "BACKUP", "LAST SUCCESS", "ACTIVE RUN"],
+              ["ID", "SOURCE", "BACKUP", "LAST SUCCESS", "ACTIVE RUN", "KEEPS"],
               ...disks.map((d) => [
                 d.id,
                 d.sourceUrl,
                 `${d.backupAccountUrl}/${d.backupContainer}/${d.backupBlob}`,
                 d.lastSuccessAt ?? "never",
                 d.activeRunId ?? "-",
+                retentionSummary(d),
               ]),
             ]),
       );
@@ -213,6 +209,8 @@ export function buildProgram(): Command {
       );
     });
   registerRestoreCommands(program, globals, withEngine);
+  registerMaintenanceCommands(program, globals, withEngine);
+  registerWorkerCommand(program, globals);
   return program;
 }
 

@@ -14,34 +14,19 @@ import {
   setRetention,
   type RetentionInput,
 } from "../backup/disks";
-import type { Engine } from "../engine";
 import type { DiskRecord } from "../lineage/types";
 import { applyRetention, type PlannedPoint } from "../retention/apply";
 import { DEFAULT_POLICY, describePolicy, MAX_RETAIN, policyOf } from "../retention/policy";
 import { verifyPoint, VerifyFailedError } from "../restore/verify";
+import { retentionJson } from "../app/views";
+import { print, rows, type GlobalOptions, type WithEngine } from "./output";
 import { formatBytes } from "./progress";
-
-interface GlobalOptions {
-  json?: boolean;
-  verbose?: boolean;
-}
-
-type WithEngine = <T>(opts: GlobalOptions, work: (e: Engine) => Promise<T>) => Promise<T>;
 
 interface KeepOptions {
   keepLast?: string;
   keepDaily?: string;
   keepWeekly?: string;
   keepMonthly?: string;
-}
-
-function print(opts: GlobalOptions, json: unknown, human: string): void {
-  process.stdout.write(opts.json ? `${JSON.stringify(json, null, 2)}\n` : `${human}\n`);
-}
-
-function rows(pairs: Array<[string, string]>): string {
-  const width = Math.max(...pairs.map(([k]) => k.length));
-  return pairs.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join("\n");
 }
 
 function retentionInput(o: KeepOptions): RetentionInput {
@@ -77,11 +62,6 @@ function keepOptions(withDefaults: boolean): Option[] {
 }
 
 /** The retention part of a disk, as `disk set` prints it (and `disk list` may). */
-export function retentionJson(disk: DiskRecord) {
-  const p = policyOf(disk);
-  return { keepLast: p.last, keepDaily: p.daily, keepWeekly: p.weekly, keepMonthly: p.monthly };
-}
-
 /** E.g. "last 14, daily 0, weekly 4, monthly 12": a column for `disk list`. */
 export function retentionSummary(disk: DiskRecord): string {
   return describePolicy(policyOf(disk));

@@ -7,33 +7,17 @@
  */
 import type { Command } from "commander";
 import { InputError } from "../backup/disks";
-import type { Engine } from "../engine";
 import { pointTimeIso } from "../restore/points";
 import { restoreAsNewDisk } from "../restore/restore";
 import { restoreToFile } from "../restore/toFile";
+import { print, rows, type GlobalOptions, type WithEngine } from "./output";
 import { formatBytes, ProgressBar } from "./progress";
-
-interface GlobalOptions {
-  json?: boolean;
-  verbose?: boolean;
-}
-
-type WithEngine = <T>(opts: GlobalOptions, work: (e: Engine) => Promise<T>) => Promise<T>;
 
 interface RestoreCliOptions {
   point: string;
   name?: string;
   overwrite?: boolean;
   toFile?: string;
-}
-
-function print(opts: GlobalOptions, json: unknown, human: string): void {
-  process.stdout.write(opts.json ? `${JSON.stringify(json, null, 2)}\n` : `${human}\n`);
-}
-
-function rows(pairs: Array<[string, string]>): string {
-  const width = Math.max(...pairs.map(([k]) => k.length));
-  return pairs.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join("\n");
 }
 
 export function registerRestoreCommands(
