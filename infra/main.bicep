@@ -27,7 +27,7 @@ param retainLast int = 14
 
 @description('Retention default: daily restore points kept.')
 @minValue(0)
-param retainDaily int = 7
+param retainDaily int = 0
 
 @description('Retention default: weekly restore points kept.')
 @minValue(0)

@@ -8,6 +8,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { QUEUES, poisonQueue } from "../../lib/app/queues";
+import { DEFAULT_POLICY } from "../../lib/retention/policy";
 import {
   COPY_RATE_METRIC,
   COPY_RATE_PROPERTIES,
@@ -241,6 +242,18 @@ describe("ARM template (azuredeploy.json)", () => {
     );
     for (const key of sent)
       expect({ key, accepted: accepted.includes(key) }).toEqual({ key, accepted: true });
+  });
+
+  test("the retention defaults are the app's own, so a disk registered later keeps what deployed ones keep", () => {
+    const defaults = Object.fromEntries(
+      ["Last", "Daily", "Weekly", "Monthly"].map((k) => [k, arm.parameters[`retain${k}`].defaultValue]),
+    );
+    expect(defaults).toEqual({
+      Last: DEFAULT_POLICY.last,
+      Daily: DEFAULT_POLICY.daily,
+      Weekly: DEFAULT_POLICY.weekly,
+      Monthly: DEFAULT_POLICY.monthly,
+    });
   });
 
   test("main.parameters.json only sets declared parameters", () => {
