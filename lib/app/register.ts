@@ -1,7 +1,6 @@
 /**
  * One description of each function, used twice: registered with the Azure Functions host
- * (`app.http`, `app.timer`, `app.storageQueue`; in "test mode", without a host, that registers
- * nothing) and exported as `functions` from each file under functions/, where the local host
+ * (`app.http`, `app.timer`, `app.storageQueue`; skipped outside the Functions worker) and exported as `functions` from each file under functions/, where the local host
  * (lib/host) finds them. So the app served locally is the app deployed, trigger for trigger.
  */
 import {
@@ -43,7 +42,23 @@ export type FunctionSpec = HttpFunctionSpec | TimerFunctionSpec | QueueFunctionS
 /** The app setting naming the storage of the app's queues (identity-based forms use its `__` suffixes). */
 export const STORAGE_CONNECTION = "AzureWebJobsStorage";
 
+/**
+ * True inside the Azure Functions Node worker, which provides the virtual module
+ * `@azure/functions-core`. Elsewhere (tests, the local host) `app.*` would only print a "test
+ * mode" warning per function, so registering is skipped; the specs are still returned.
+ */
+export function underFunctionsWorker(): boolean {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    require("@azure/functions-core");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function defineFunctions(specs: FunctionSpec[]): FunctionSpec[] {
+  if (!underFunctionsWorker()) return specs;
   for (const spec of specs) {
     switch (spec.kind) {
       case "http":

@@ -16,26 +16,6 @@ export function functionsDir(): string {
   return path.resolve(__dirname, "../../functions");
 }
 
-/**
- * Requiring a functions file calls `app.http(...)` and friends, which, outside the Functions
- * runtime, print a "test mode" warning per function. The local host *is* the runtime here, so
- * those lines would only mislead; they are dropped while the files load.
- */
-const TEST_MODE_WARNINGS = [/Failed to detect the Azure Functions runtime/, /package is in test mode/];
-
-function quietly<T>(load: () => T): T {
-  const warn = console.warn;
-  console.warn = (...args: unknown[]) => {
-    const text = args.map(String).join(" ");
-    if (!TEST_MODE_WARNINGS.some((re) => re.test(text))) warn(...args);
-  };
-  try {
-    return load();
-  } finally {
-    console.warn = warn;
-  }
-}
-
 function checkSpec(spec: unknown, file: string): FunctionSpec {
   const s = spec as Partial<FunctionSpec> | undefined;
   const bad = (why: string) => new Error(`${file}: a function spec ${why}`);
@@ -82,7 +62,7 @@ export function discoverFunctions(
     try {
       // Loading the compiled functions by path is the point; CommonJS, as the Functions host loads them.
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      exported = quietly(() => require(full) as { functions?: unknown });
+      exported = require(full) as { functions?: unknown };
     } catch (err) {
       throw new Error(`cannot load ${full}: ${(err as Error).message}`);
     }
