@@ -462,6 +462,13 @@ export async function walkthrough(): Promise<void> {
     narrator.say(`  npx diskdelta disk list`);
     narrator.say(`  npx diskdelta runs ${DISK_ID}`);
     narrator.say(`  npx diskdelta points ${DISK_ID}`);
+    narrator.say(
+      `  npx diskdelta verify ${DISK_ID}                      (prove the newest point equals its snapshot)`,
+    );
+    narrator.say(
+      `  npx diskdelta restore ${DISK_ID} --point latest      (a new disk, backed up incrementally from there)`,
+    );
+    narrator.say(`and 'npm start' serves the same disk through the Functions app (HTTP API, timer, queues).`);
     if (engine.embedded) narrator.say(`Delete ${engine.config.home} to start over.`);
   } finally {
     await engine.close();
