@@ -75,6 +75,10 @@ const CLI_TO_FIELD: Array<[RegExp, string]> = [
   [/--point\b/g, "point"],
   [/--name\b/g, "name"],
   [/--overwrite\b/g, "overwrite"],
+  [/--keep-last\b/g, "retainLast"],
+  [/--keep-daily\b/g, "retainDaily"],
+  [/--keep-weekly\b/g, "retainWeekly"],
+  [/--keep-monthly\b/g, "retainMonthly"],
 ];
 
 export function inApiWords(err: unknown): unknown {

@@ -180,6 +180,9 @@ describe("POST /api/disks", () => {
     const badUrl = await call(http.registerDisk, { body: { ...valid, source: "not a url" } });
     expectClientError(badUrl, 400, /source/);
     expect(badUrl.body.error).not.toMatch(/--source/);
+    const badKeep = await call(http.registerDisk, { body: { ...valid, retainLast: -1 } });
+    expectClientError(badKeep, 400, /retainLast/);
+    expect(badKeep.body.error).not.toMatch(/--keep/);
     expectClientError(
       await call(http.registerDisk, { body: { ...valid, id: diskA } }),
       400,
