@@ -9,7 +9,7 @@ import { loadConfig, type Config } from "./config";
 import { startEmbedded, type EmbeddedStorage } from "./emulator/embedded";
 import { TableLineage } from "./lineage/tableStore";
 import { afterSeal } from "./retention/hooks";
-import { reportRunEnded } from "./telemetry";
+import { reportRunEnded, reportTimerTick } from "./telemetry";
 
 export interface Engine extends EngineDeps {
   embedded?: EmbeddedStorage;
@@ -37,8 +37,12 @@ export async function openEngine(log: Logger, env: NodeJS.ProcessEnv = process.e
   await lineage.ensureTables();
   // Fan-out completion counters (lib/app/backups.ts); in Azure the infra declares this table too.
   await clients.table(`${prefix}Progress`).createTable();
-  // After-seal work and run-end reporting (lib/backup/run.ts RunHooks); each is best effort.
-  const hooks: RunHooks = { afterSeal, runEnded: reportRunEnded(env, config.schedule) };
+  // After-seal work, run-end and timer-tick reporting (lib/backup/run.ts RunHooks); each is best effort.
+  const hooks: RunHooks = {
+    afterSeal,
+    runEnded: reportRunEnded(env, config.schedule),
+    timerTicked: reportTimerTick(env),
+  };
   return {
     config,
     clients,

@@ -9,12 +9,19 @@
  * run record's ids, counters and error text, which the engine already keeps free of secrets
  * (invariant 7).
  *
+ * Every timer tick that listed the disks also sends one `diskdelta.diskStatus` event per registered
+ * disk (its interval, newest restore point, and the `stale` flag by lib/app/timer.ts isStale, the
+ * API's own arithmetic) and one `diskdelta.timerTick` event: the stale-restore-point alert reads the
+ * newest status of each disk, and the no-heartbeat alert fires when ticks stop arriving, which is
+ * what a dead app looks like from outside.
+ *
  * The workbook (infra/workbook.json) and the alert rules (infra/queries/*.kql) query these exact
  * names; test/unit/infra.test.ts checks that they do, test/integration/telemetry.test.ts that a
  * real run sends them.
  */
 import type { TokenCredential } from "@azure/identity";
 import { intervalOf } from "./app/schedule";
+import type { DiskStatus, TimerTickReport } from "./app/timer";
 import type { DiskRecord, RunRecord } from "./lineage/types";
 
 /** customEvents name of every finished run (succeeded or failed). */
@@ -49,6 +56,36 @@ export const RUN_FAILED_PROPERTIES = ["diskId", "runId", "kind", "trigger", "rea
 /** customDimensions of COPY_RATE_METRIC. */
 export const COPY_RATE_PROPERTIES = ["diskId", "kind"] as const;
 
+/**
+ * customEvents name of one disk's status, sent for every registered disk on every timer tick. The
+ * stale-restore-point alert fires for a disk whose newest status has `stale` "true".
+ */
+export const DISK_STATUS_EVENT = "diskdelta.diskStatus";
+/**
+ * Properties of DISK_STATUS_EVENT: `stale` is "true" or "false"; `action` what the tick did
+ * ("queued", "busy" (a run still active, `runId` names it), "failed", "notDue"); times are ISO 8601.
+ */
+export const DISK_STATUS_PROPERTIES = [
+  "diskId",
+  "stale",
+  "action",
+  "runId",
+  "newestPointAt",
+  "lastSuccessAt",
+] as const;
+/** Measurements of DISK_STATUS_EVENT; `newestPointAgeMinutes` is absent when the disk has no point. */
+export const DISK_STATUS_MEASUREMENTS = [
+  "intervalMinutes",
+  "newestPointAgeMinutes",
+  "staleAfterMinutes",
+] as const;
+/** customEvents name of every timer tick that listed the disks: the no-heartbeat alert counts these. */
+export const TIMER_TICK_EVENT = "diskdelta.timerTick";
+/** Properties of TIMER_TICK_EVENT: `pastDue` is "true" for a catch-up tick. */
+export const TIMER_TICK_PROPERTIES = ["pastDue"] as const;
+/** Measurements of TIMER_TICK_EVENT: disks listed, due, queued, skipped (busy) and failed. */
+export const TIMER_TICK_MEASUREMENTS = ["disks", "due", "queued", "skipped", "failed"] as const;
+
 export interface RunContext {
   /**
    * The disk's backup interval in minutes (its own intervalMinutes, else the schedule's). The
@@ -60,12 +97,15 @@ export interface RunContext {
 export interface Telemetry {
   /** Call once when a run reaches succeeded or failed; sends without making the caller wait. */
   runEnded(run: RunRecord, context?: RunContext): void;
+  /** Call once per timer tick that listed the disks; sends without making the caller wait. */
+  timerTicked(report: TimerTickReport): void;
   /** Sends what is buffered. Never rejects. */
   flush(): Promise<void>;
 }
 
 const NO_TELEMETRY: Telemetry = {
   runEnded: () => undefined,
+  timerTicked: () => undefined,
   flush: async () => undefined,
 };
 
@@ -121,6 +161,30 @@ export function runEventMeasurements(run: RunRecord, context?: RunContext): Reco
   return m;
 }
 
+export function diskStatusProperties(status: DiskStatus): Record<string, string> {
+  const props: Record<string, string | undefined> = {
+    diskId: status.diskId,
+    stale: String(status.stale),
+    action: status.action,
+    runId: status.runId,
+    newestPointAt: status.newestPointAt,
+    lastSuccessAt: status.lastSuccessAt,
+  };
+  return Object.fromEntries(Object.entries(props).filter(([, v]) => v !== undefined && v !== "")) as Record<
+    string,
+    string
+  >;
+}
+
+export function diskStatusMeasurements(status: DiskStatus): Record<string, number> {
+  const m: Record<string, number> = {
+    intervalMinutes: status.intervalMinutes,
+    staleAfterMinutes: status.staleAfterMinutes,
+  };
+  if (status.newestPointAgeMinutes !== undefined) m.newestPointAgeMinutes = status.newestPointAgeMinutes;
+  return m;
+}
+
 class AppInsightsTelemetry implements Telemetry {
   constructor(readonly client: Client) {}
 
@@ -159,6 +223,34 @@ class AppInsightsTelemetry implements Telemetry {
     }
     // Sent now rather than at the next batch tick: a Flex Consumption instance may be scaled in
     // soon after its last run, and a CLI process ends right after it. Not awaited.
+    void this.flush();
+  }
+
+  timerTicked(report: TimerTickReport): void {
+    try {
+      for (const status of report.statuses) {
+        this.client.trackEvent({
+          name: DISK_STATUS_EVENT,
+          properties: diskStatusProperties(status),
+          measurements: diskStatusMeasurements(status),
+        });
+      }
+      const { summary } = report;
+      this.client.trackEvent({
+        name: TIMER_TICK_EVENT,
+        properties: { pastDue: String(report.pastDue) },
+        measurements: {
+          disks: summary.disks,
+          due: summary.due,
+          queued: summary.queued.length,
+          skipped: summary.skipped.length,
+          failed: summary.failed.length,
+        },
+      });
+    } catch {
+      // Monitoring never fails a tick.
+    }
+    // A timer invocation ends right after this; the instance may be scaled in. Not awaited.
     void this.flush();
   }
 
@@ -267,5 +359,21 @@ export function reportRunEnded(
       }
     }
     telemetry.runEnded(run, { intervalMinutes });
+  };
+}
+
+/**
+ * The timer's `timerTicked` hook (lib/backup/run.ts RunHooks), or undefined without
+ * APPLICATIONINSIGHTS_CONNECTION_STRING: then the tick reads nothing extra for it. Synchronous and
+ * never throws.
+ */
+export function reportTimerTick(env: NodeJS.ProcessEnv): ((report: TimerTickReport) => void) | undefined {
+  if (!env.APPLICATIONINSIGHTS_CONNECTION_STRING?.trim()) return undefined;
+  return (report) => {
+    try {
+      getTelemetry(env).timerTicked(report);
+    } catch {
+      // See the module comment.
+    }
   };
 }

@@ -10,6 +10,7 @@ import type { Timer } from "@azure/functions";
 import type { Logger } from "../backup/run";
 import { forEachBounded } from "../concurrency";
 import { BusyError, type DiskRecord } from "../lineage/types";
+import { pointTimeIso } from "../restore/points";
 import { requestBackup } from "./backups";
 import type { App } from "./runtime";
 import { parseSchedule, type Schedule } from "./schedule";
@@ -38,7 +39,7 @@ const SLACK_MAX_TICK_FRACTION = 0.5;
 const REQUEST_CONCURRENCY = 8;
 
 /** Staleness threshold in intervals: a missed window is normal (a failed run is retried next tick), two are not. */
-const STALE_INTERVALS = 2;
+export const STALE_INTERVALS = 2;
 
 function scheduleOf(schedule: string | Schedule): Schedule {
   return typeof schedule === "string" ? parseSchedule(schedule) : schedule;
@@ -116,9 +117,101 @@ export interface TimerSummary {
   failed: { diskId: string; error: string }[];
 }
 
+/** What a tick did with one disk. */
+export type DiskTickAction = "queued" | "busy" | "failed" | "notDue";
+
+/**
+ * One disk as a tick saw it: the numbers behind GET /api/disks' `intervalMinutes` and `stale`, by
+ * the same functions and the same kind of input (the newest restore point's time), at the tick's
+ * `now`. The stale-restore-point alert reads these (lib/telemetry.ts DISK_STATUS_EVENT).
+ */
+export interface DiskStatus {
+  diskId: string;
+  intervalMinutes: number;
+  /** The newest restore point's time; undefined when the disk has none. */
+  newestPointAt?: string;
+  newestPointAgeMinutes?: number;
+  /** STALE_INTERVALS × intervalMinutes: the age past which `stale` is true. */
+  staleAfterMinutes: number;
+  stale: boolean;
+  lastSuccessAt?: string;
+  action: DiskTickAction;
+  /** The run queued by this tick, or the active run that made it skip the disk. */
+  runId?: string;
+}
+
+/** A completed tick, for the `timerTicked` hook (telemetry): sent only when the disks were listed. */
+export interface TimerTickReport {
+  at: string;
+  pastDue: boolean;
+  summary: TimerSummary;
+  statuses: DiskStatus[];
+}
+
+/**
+ * The newest restore point's time of each disk, read as GET /api/disks reads it. A disk whose read
+ * fails falls back to its last success (a run's point is taken before it finishes, so this can
+ * only make the disk look fresher by one run's duration), so one unreadable row never drops a
+ * disk from the status report.
+ */
+async function newestPointTimes(app: App, disks: DiskRecord[]): Promise<Map<string, string | undefined>> {
+  const times = new Map<string, string | undefined>();
+  await forEachBounded(disks, REQUEST_CONCURRENCY, async (disk) => {
+    try {
+      const [newest] = await app.lineage.listPoints(disk.id, 1);
+      times.set(disk.id, newest ? pointTimeIso(newest) : undefined);
+    } catch {
+      times.set(disk.id, disk.lastSuccessAt);
+    }
+  });
+  return times;
+}
+
+/** Each disk's status after a tick: interval, newest point, `isStale`, and what the tick did. */
+export function diskStatuses(
+  disks: DiskRecord[],
+  newest: Map<string, string | undefined>,
+  summary: TimerSummary,
+  schedule: Schedule,
+  now: Date,
+): DiskStatus[] {
+  const queued = new Map(summary.queued.map((q) => [q.diskId, q.runId]));
+  const busy = new Map(summary.skipped.map((s) => [s.diskId, s.activeRunId]));
+  const failed = new Set(summary.failed.map((f) => f.diskId));
+  return disks.map((disk) => {
+    const newestPointAt = newest.get(disk.id);
+    const pointMs = newestPointAt === undefined ? undefined : Date.parse(newestPointAt);
+    const action: DiskTickAction = queued.has(disk.id)
+      ? "queued"
+      : busy.has(disk.id)
+        ? "busy"
+        : failed.has(disk.id)
+          ? "failed"
+          : "notDue";
+    const intervalMs = intervalMsOf(disk, schedule);
+    return {
+      diskId: disk.id,
+      intervalMinutes: Math.round(intervalMs / MINUTE_MS),
+      newestPointAt,
+      newestPointAgeMinutes:
+        pointMs === undefined || !Number.isFinite(pointMs)
+          ? undefined
+          : Math.max(0, Math.round((now.getTime() - pointMs) / MINUTE_MS)),
+      staleAfterMinutes: Math.round((STALE_INTERVALS * intervalMs) / MINUTE_MS),
+      stale: isStale(disk, newestPointAt, schedule, now),
+      lastSuccessAt: disk.lastSuccessAt,
+      action,
+      runId: queued.get(disk.id) ?? busy.get(disk.id),
+    };
+  });
+}
+
 /**
  * One tick: requests a backup of every due disk. Throws only when the schedule is invalid or the
- * disks cannot be listed; per-disk problems are logged and counted in the summary.
+ * disks cannot be listed; per-disk problems are logged and counted in the summary. With a
+ * `timerTicked` hook (telemetry), it then reports every disk's status and the tick itself: the
+ * newest points are read alongside the requests, never before them, and the hook is synchronous
+ * and guarded, so reporting neither delays nor fails the tick.
  */
 export async function onTimer(app: App, timer: Timer, log: Logger): Promise<TimerSummary> {
   const now = (app.now ?? (() => new Date()))();
@@ -137,6 +230,9 @@ export async function onTimer(app: App, timer: Timer, log: Logger): Promise<Time
   const disks = await app.lineage.listDisks();
   const due = dueDisks(disks, schedule, now);
   const summary: TimerSummary = { disks: disks.length, due: due.length, queued: [], skipped: [], failed: [] };
+  const report = app.hooks?.timerTicked;
+  // Started now and awaited after the requests: the reads overlap the queuing. Never rejects.
+  const newest = report ? newestPointTimes(app, disks) : undefined;
   await forEachBounded(due, REQUEST_CONCURRENCY, async (disk) => {
     try {
       const run = await requestBackup(app, disk.id, "timer");
@@ -158,5 +254,17 @@ export async function onTimer(app: App, timer: Timer, log: Logger): Promise<Time
     `timer at ${now.toISOString()}: ${summary.due} of ${summary.disks} disks due; queued ${summary.queued.length}, ` +
       `skipped ${summary.skipped.length} (active run), failed ${summary.failed.length}`,
   );
+  if (report && newest) {
+    try {
+      report({
+        at: now.toISOString(),
+        pastDue: timer.isPastDue,
+        summary,
+        statuses: diskStatuses(disks, await newest, summary, schedule, now),
+      });
+    } catch (err) {
+      log.warn(`timerTicked did not complete: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
   return summary;
 }

@@ -15,6 +15,7 @@
  */
 import type { PageBlobClient } from "@azure/storage-blob";
 import type { Config } from "../config";
+import type { TimerTickReport } from "../app/timer";
 import type { StorageClients } from "../azure/clients";
 import { describeStorageError, errorInfo, isDiffRefusal, isNotFound, isRetryable } from "../azure/errors";
 import { withRetry, type RetryPolicy } from "../azure/retry";
@@ -65,6 +66,11 @@ export interface RunHooks {
   afterSeal?(deps: EngineDeps, disk: DiskRecord, run: RunRecord): Promise<void>;
   /** After a run reached a terminal state (succeeded or failed): telemetry. */
   runEnded?(run: RunRecord, disk: DiskRecord): void;
+  /**
+   * After a timer tick listed the disks and requested the due ones: telemetry (each disk's status
+   * and the tick as a heartbeat). Synchronous; when absent, the tick reads nothing extra for it.
+   */
+  timerTicked?(report: TimerTickReport): void;
 }
 
 /** Calls one hook, logging instead of throwing. */

@@ -12,22 +12,35 @@ import os from "node:os";
 import path from "node:path";
 import tls from "node:tls";
 import zlib from "node:zlib";
+import { InvocationContext, type Timer } from "@azure/functions";
+import { backupTimer } from "../../functions/timer";
+import { getDisk } from "../../lib/app/api";
+import { requestBackup } from "../../lib/app/backups";
+import { appFromEngine, useApp, type App } from "../../lib/app/runtime";
 import { addDisk } from "../../lib/backup/disks";
 import { backupDisk } from "../../lib/backup/run";
 import type { Engine } from "../../lib/engine";
 import {
   COPY_RATE_METRIC,
   COPY_RATE_PROPERTIES,
+  DISK_STATUS_EVENT,
+  DISK_STATUS_MEASUREMENTS,
+  DISK_STATUS_PROPERTIES,
   getTelemetry,
   parseAuthenticationString,
+  reportTimerTick,
   RUN_EVENT,
   RUN_EVENT_MEASUREMENTS,
   RUN_EVENT_PROPERTIES,
   RUN_FAILED_EVENT,
   RUN_FAILED_PROPERTIES,
   shutdownTelemetry,
+  TIMER_TICK_EVENT,
+  TIMER_TICK_MEASUREMENTS,
+  TIMER_TICK_PROPERTIES,
 } from "../../lib/telemetry";
 import { backupAccountUrl, createDisk, MiB, testEngine, writeRandom } from "../support/disks";
+import { uniqueName } from "../support/testEnv";
 
 // Statsbeat (the SDK's own usage reports to a Microsoft endpoint) would leave this machine.
 process.env.APPLICATION_INSIGHTS_NO_STATSBEAT = "true";
@@ -127,6 +140,13 @@ class FakeIngestion {
         e.data.baseData.name === name &&
         e.data.baseData.properties?.runId === runId,
     );
+  }
+
+  /** Events of one name received after the first `from` envelopes. */
+  eventsNamed(name: string, from = 0): Envelope[] {
+    return this.envelopes
+      .slice(from)
+      .filter((e) => e.data.baseType === "EventData" && e.data.baseData.name === name);
   }
 
   metrics(
@@ -294,9 +314,187 @@ test("an ingestion endpoint that refuses everything neither fails nor holds up a
   }
 });
 
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+function timerInfo(): Timer {
+  return { isPastDue: false, schedule: { adjustForDST: false }, scheduleStatus: undefined as never };
+}
+
+/**
+ * An app on an engine of its own (its own table prefix, so a tick sees only this test's disks)
+ * with the same telemetry. The lineage is real (Azurite); queue messages are kept in memory, so no
+ * other suite's worker receives a request for a disk it does not know.
+ */
+async function tickApp() {
+  const own = await testEngine({
+    env: { APPLICATIONINSIGHTS_CONNECTION_STRING: ingestion.connectionString },
+  });
+  const sent: { queue: string; body: { diskId: string; runId: string } }[] = [];
+  const app: App = {
+    ...appFromEngine(own),
+    queues: {
+      send: async (queue, body) => void sent.push({ queue, body: body as (typeof sent)[0]["body"] }),
+    },
+  };
+  return { own, app, sent };
+}
+
+test("a timer tick sends diskdelta.diskStatus for every disk (the API's stale flag) and one diskdelta.timerTick", async () => {
+  const { own, app, sent } = await tickApp();
+  // The tick happens two days from now: the disks' restore points are then two days old.
+  const at = new Date(Date.now() + 2 * DAY_MS);
+  app.now = () => at;
+  useApp(app);
+  try {
+    // Weekly: a two-day-old point is fresh, and the disk is not due.
+    const weekly = uniqueName("tele-week");
+    const weeklyDisk = await createDisk(4 * MiB);
+    await writeRandom(weeklyDisk.client, 0, 512);
+    await addDisk(own, { id: weekly, source: weeklyDisk.url, backupAccount: backupAccountUrl() });
+    await own.lineage.updateDisk({
+      ...(await own.lineage.getDisk(weekly))!,
+      intervalMinutes: 7 * 24 * 60,
+    });
+    const weeklyRun = await backupDisk(own, weekly, { trigger: "cli" });
+    // The schedule's 12 hours: two days is four intervals, so stale, and due.
+    const daily = uniqueName("tele-12h");
+    const dailyDisk = await createDisk(4 * MiB);
+    await writeRandom(dailyDisk.client, 0, 512);
+    await addDisk(own, { id: daily, source: dailyDisk.url, backupAccount: backupAccountUrl() });
+    await backupDisk(own, daily, { trigger: "cli" });
+    // Never backed up, and a run is already claimed: skipped as busy; stale by its registration.
+    const busy = uniqueName("tele-busy");
+    const busyDisk = await createDisk(4 * MiB);
+    await addDisk(own, { id: busy, source: busyDisk.url, backupAccount: backupAccountUrl() });
+    const active = await requestBackup(app, busy, "http");
+    sent.length = 0;
+
+    const from = ingestion.envelopes.length;
+    const context = new InvocationContext({
+      invocationId: uniqueName("inv"),
+      functionName: "backupTimer",
+      logHandler: () => undefined,
+    });
+    await backupTimer(timerInfo(), context);
+
+    // What the tick itself did: one request, for the due disk.
+    expect(sent.map((m) => m.body.diskId)).toEqual([daily]);
+    const queuedRunId = sent[0].body.runId;
+
+    const statuses = await ingestion.until("a status of each disk", () => {
+      const found = ingestion.eventsNamed(DISK_STATUS_EVENT, from);
+      return found.length >= 3 ? found : undefined;
+    });
+    // The table prefix is this test's own: these three are all the disks there are.
+    const byDisk = new Map(statuses.map((e) => [e.data.baseData.properties!.diskId, e.data.baseData]));
+    expect([...byDisk.keys()].sort()).toEqual([weekly, daily, busy].sort());
+    expect(statuses).toHaveLength(3);
+
+    const weeklyPoint = (await own.lineage.listPoints(weekly, 1))[0];
+    expect(byDisk.get(weekly)).toMatchObject({
+      properties: { diskId: weekly, stale: "false", action: "notDue", lastSuccessAt: expect.any(String) },
+      measurements: { intervalMinutes: 7 * 24 * 60, staleAfterMinutes: 2 * 7 * 24 * 60 },
+    });
+    expect(byDisk.get(weekly)!.properties!.newestPointAt).toBeDefined();
+    expect(Date.parse(byDisk.get(weekly)!.properties!.newestPointAt!)).toBeLessThanOrEqual(
+      Date.parse(weeklyRun.finishedAt!),
+    );
+    expect(weeklyPoint).toBeDefined();
+    const weeklyAge = byDisk.get(weekly)!.measurements!.newestPointAgeMinutes;
+    expect(weeklyAge).toBeGreaterThanOrEqual(2 * 24 * 60 - 2);
+    expect(weeklyAge).toBeLessThanOrEqual(2 * 24 * 60 + 1);
+
+    expect(byDisk.get(daily)).toMatchObject({
+      properties: { diskId: daily, stale: "true", action: "queued", runId: queuedRunId },
+      measurements: { intervalMinutes: 720, staleAfterMinutes: 1440 },
+    });
+    expect(byDisk.get(daily)!.measurements!.newestPointAgeMinutes).toBeGreaterThan(1440);
+
+    expect(byDisk.get(busy)).toMatchObject({
+      properties: { diskId: busy, stale: "true", action: "busy", runId: active.id },
+      measurements: { intervalMinutes: 720, staleAfterMinutes: 1440 },
+    });
+    // No restore point: no age and no point time (the alert reads both as empty).
+    expect(byDisk.get(busy)!.measurements).not.toHaveProperty("newestPointAgeMinutes");
+    expect(byDisk.get(busy)!.properties).not.toHaveProperty("newestPointAt");
+    expect(byDisk.get(busy)!.properties).not.toHaveProperty("lastSuccessAt");
+
+    // The same stale flag, interval and point time as GET /api/disks/{id} at the same instant.
+    for (const id of [weekly, daily, busy]) {
+      const view = await getDisk(app, id);
+      const status = byDisk.get(id)!;
+      expect({ id, stale: status.properties!.stale }).toEqual({ id, stale: String(view.stale) });
+      expect(status.measurements!.intervalMinutes).toBe(view.intervalMinutes);
+      expect(status.properties!.newestPointAt).toBe(view.newestPointAt);
+    }
+    // Every field sent is one the queries may read.
+    for (const e of statuses) {
+      for (const key of Object.keys(e.data.baseData.properties!))
+        expect(DISK_STATUS_PROPERTIES as readonly string[]).toContain(key);
+      for (const key of Object.keys(e.data.baseData.measurements!))
+        expect(DISK_STATUS_MEASUREMENTS as readonly string[]).toContain(key);
+    }
+
+    const [tickEvent] = await ingestion.until("the tick", () => {
+      const found = ingestion.eventsNamed(TIMER_TICK_EVENT, from);
+      return found.length ? found : undefined;
+    });
+    expect(tickEvent.data.baseData.properties).toEqual({ pastDue: "false" });
+    expect(tickEvent.data.baseData.measurements).toEqual({
+      disks: 3,
+      due: 2,
+      queued: 1,
+      skipped: 1,
+      failed: 0,
+    });
+    expect(Object.keys(tickEvent.data.baseData.properties!).sort()).toEqual(
+      [...TIMER_TICK_PROPERTIES].sort(),
+    );
+    expect(Object.keys(tickEvent.data.baseData.measurements!).sort()).toEqual(
+      [...TIMER_TICK_MEASUREMENTS].sort(),
+    );
+    expect(ingestion.eventsNamed(TIMER_TICK_EVENT, from)).toHaveLength(1);
+  } finally {
+    useApp(undefined);
+    await own.close();
+  }
+});
+
+test("a tick whose telemetry hook throws still queues, logs a warning and returns", async () => {
+  const { own, app, sent } = await tickApp();
+  const id = uniqueName("tele-tickdown");
+  const disk = await createDisk(4 * MiB);
+  await addDisk(own, { id, source: disk.url, backupAccount: backupAccountUrl() });
+  app.hooks = {
+    ...app.hooks,
+    timerTicked: () => {
+      throw new Error("exporter exploded");
+    },
+  };
+  useApp(app);
+  try {
+    const warnings: string[] = [];
+    const context = new InvocationContext({
+      invocationId: uniqueName("inv"),
+      functionName: "backupTimer",
+      logHandler: (level, ...args) => void (level === "warning" && warnings.push(args.map(String).join(" "))),
+    });
+    await expect(backupTimer(timerInfo(), context)).resolves.toBeUndefined();
+    expect(sent.map((m) => m.body.diskId)).toEqual([id]);
+    expect(warnings.join("\n")).toContain("timerTicked did not complete: exporter exploded");
+  } finally {
+    useApp(undefined);
+    await own.close();
+  }
+});
+
 test("without a connection string there is no client; the authentication string is parsed for Entra ingestion", () => {
   const off = getTelemetry({});
   expect(() => off.runEnded({} as never)).not.toThrow();
+  expect(() => off.timerTicked({} as never)).not.toThrow();
+  // No hook at all: a tick then reads no restore points for telemetry.
+  expect(reportTimerTick({})).toBeUndefined();
+  expect(reportTimerTick({ APPLICATIONINSIGHTS_CONNECTION_STRING: " " })).toBeUndefined();
   expect(getTelemetry({ APPLICATIONINSIGHTS_CONNECTION_STRING: "  " })).toBe(off);
   expect(parseAuthenticationString("Authorization=AAD;ClientId=abc-123")).toEqual({
     aad: true,
