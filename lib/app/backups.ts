@@ -3,7 +3,7 @@
  * backup-requests handler snapshots, plans and copies a small change set itself or fans a large
  * one out as chunk batches; chunk workers copy batches; exactly one invocation seals the run.
  */
-import { errorInfo, isNotFound, isRetryable } from "../azure/errors";
+import { errorInfo, isFenced, isNotFound, isRetryable } from "../azure/errors";
 import { claimRun, ownerId } from "../backup/claim";
 import { continueRun, diskLocations, failRun, resumeOwnedRun, retryPolicy } from "../backup/run";
 import { forEachBounded } from "../concurrency";
@@ -197,6 +197,7 @@ export async function handleChunkMessage(app: App, msg: ChunkMessage): Promise<v
     app.clients.pageBlob(backup),
     policy,
     app.config.copyMode,
+    run.fence,
   );
   let bytes = 0;
   try {
@@ -207,6 +208,18 @@ export async function handleChunkMessage(app: App, msg: ChunkMessage): Promise<v
     });
   } catch (err) {
     if (isRetryable((err as { cause?: unknown }).cause ?? err)) throw err; // the host redelivers the message
+    if (isFenced(err)) {
+      // A newer run owns the backup blob: this batch (a straggler) must not write, and its run, if
+      // still open, cannot be completed by it.
+      await failRun(
+        app,
+        msg.diskId,
+        msg.runId,
+        `batch ${msg.batch}: the backup blob was taken over by a newer run (its sequence number is no longer this run's fence)`,
+      );
+      app.log.warn(`batch ${msg.batch} of run ${msg.runId} was fenced off: a newer run owns the backup blob`);
+      return;
+    }
     await failRun(app, msg.diskId, msg.runId, `batch ${msg.batch}: ${errorInfo(err).message}`);
     return;
   }

@@ -43,6 +43,17 @@ export function isRetryable(err: unknown): boolean {
   return status >= 500 && status !== 501 && status !== 505;
 }
 
+/**
+ * A write refused because the backup blob's sequence number is no longer the writer's fence: a
+ * newer run owns the blob (lib/copy). Looks through a ChunkError's cause.
+ */
+export function isFenced(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    if (errorInfo(e).code === "SequenceNumberConditionNotMet") return true;
+  }
+  return false;
+}
+
 /** Codes with which the service refuses a page-range diff; the right answer is a resync. */
 export const DIFF_REFUSALS = new Set([
   "BlobOverwritten",

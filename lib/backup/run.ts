@@ -452,6 +452,22 @@ class Execution {
     }
   }
 
+  /**
+   * Makes the backup blob this run's before the first write: its sequence number becomes the
+   * run's fence (recorded on the run; a run taken over keeps its fence). The fence is above the
+   * blob's current number, so every earlier run's fence is now stale and a straggling write of one
+   * is refused (412 SequenceNumberConditionNotMet) rather than landing over this run's bytes.
+   */
+  private async fenceBackupBlob(): Promise<number> {
+    if (this.run.fence !== undefined) return this.run.fence;
+    const blob = this.deps.clients.pageBlob(this.backup);
+    const current = (await withRetry(this.policy, () => blob.getProperties())).blobSequenceNumber ?? 0;
+    const fence = Math.max(this.now().getTime(), current + 1);
+    await withRetry(this.policy, () => blob.updateSequenceNumber("update", fence));
+    await this.tracker.update({ fence });
+    return fence;
+  }
+
   private async chooseDetection(backupHadData: boolean): Promise<{ detection: Detection; reason?: string }> {
     if (this.run.detection) return { detection: this.run.detection };
     if (!this.disk.baseSnapshot) {
@@ -495,12 +511,14 @@ class Execution {
     if (detection !== this.run.detection) {
       await this.tracker.update({ detection, reason: chosen.reason ?? this.run.reason, ...this.counters() });
     }
+    const fence = await this.fenceBackupBlob();
     const copier = new PageCopier(
       clients,
       { location: this.source, snapshot },
       clients.pageBlob(this.backup),
       this.policy,
       config.copyMode,
+      fence,
     );
     const start = this.run.checkpoint ?? 0;
     let lastCheckpoint = Date.now();

@@ -5,6 +5,12 @@
  * the snapshot itself); at most `concurrency` chunks, each ≤ 4 MiB, are in flight, so memory is
  * bounded by concurrency × 4 MiB; a chunk is idempotent (it writes absolute content), so repeating
  * one after a crash or a redelivery is harmless. Errors carry the chunk's index.
+ *
+ * Fencing: with a `fence`, every write (Put Page, Put Page From URL, clear) carries
+ * `x-ms-if-sequence-number-eq: fence`. A run sets the backup blob's sequence number to its own
+ * fence before it writes (lib/backup/run.ts), so a straggler of an earlier run — a redelivered or
+ * orphaned chunk batch still in flight — is refused by the service with 412
+ * SequenceNumberConditionNotMet instead of writing older bytes over the newer run's.
  */
 import crypto from "node:crypto";
 import type { PageBlobClient } from "@azure/storage-blob";
@@ -44,12 +50,15 @@ export class PageCopier {
     readonly backup: PageBlobClient,
     private readonly policy: RetryPolicy,
     mode: CopyMode,
+    fence?: number,
   ) {
+    this.conditions = fence === undefined ? undefined : { ifSequenceNumberEqualTo: fence };
     this.serverSide = mode !== "streamed";
     this.source = clients.pageBlob(from.location, from.snapshot);
     this.mode = mode;
   }
   private readonly mode: CopyMode;
+  private readonly conditions?: { ifSequenceNumberEqualTo: number };
 
   /** Which path copies now: "server" until the endpoint refuses Put Page From URL in auto mode. */
   get path(): "server" | "streamed" {
@@ -100,6 +109,7 @@ export class PageCopier {
     await withRetry(this.policy, () =>
       this.backup.uploadPagesFromURL(auth.url, range.start, range.start, count, {
         sourceAuthorization: auth.bearer ? { scheme: "Bearer", value: auth.bearer } : undefined,
+        conditions: this.conditions,
       }),
     );
   }
@@ -116,7 +126,10 @@ export class PageCopier {
           statusCode: 500,
         });
       }
-      await this.backup.uploadPages(body, range.start, count, { transactionalContentMD5: md5 });
+      await this.backup.uploadPages(body, range.start, count, {
+        transactionalContentMD5: md5,
+        conditions: this.conditions,
+      });
     });
   }
 
@@ -125,7 +138,9 @@ export class PageCopier {
     let bytes = 0;
     for (const range of ranges) {
       const count = range.end - range.start;
-      await withRetry(this.policy, () => this.backup.clearPages(range.start, count));
+      await withRetry(this.policy, () =>
+        this.backup.clearPages(range.start, count, { conditions: this.conditions }),
+      );
       bytes += count;
     }
     return bytes;

@@ -91,6 +91,7 @@ const RUN_COLUMNS: Columns<RunRecord> = {
   planComplete: "string?",
   planGeneration: "number?",
   generationStart: "number?",
+  fence: "number?",
   backupSnapshot: "string?",
   restorePoint: "string?",
   reason: "string?",

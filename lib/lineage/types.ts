@@ -77,6 +77,11 @@ export interface RunRecord {
   /** Fan-out: incremented by every planning invocation; batches numbered from `generationStart` on belong to it. */
   planGeneration?: number;
   generationStart?: number;
+  /**
+   * The backup blob's sequence number while this run writes it: set before the first write, and
+   * every write is conditional on it, so a straggling write of an earlier run is refused.
+   */
+  fence?: number;
   /** Snapshot id of the backup blob taken by the seal. */
   backupSnapshot?: string;
   restorePoint?: string;

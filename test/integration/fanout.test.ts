@@ -224,3 +224,43 @@ test("a planner that dies after sending batches but before its checkpoint: the r
   for (const b of batches) await handleChunkMessage(app, decodeChunkMessage(b));
   await expectSealedAndIdentical(id, run.id, disk);
 });
+
+test("runs fence the backup blob: each run's writes carry its own sequence number, and a batch whose fence is stale writes nothing", async () => {
+  const { id, disk } = await registered(16 * MiB);
+  const backup = serviceClient(BACKUP_ACCOUNT).getContainerClient("diskdelta").getPageBlobClient(id);
+  await writeRandom(disk.client, 0, 16 * MiB, seeded(21).bytes);
+  const first = await requestBackup(app, id, "http");
+  await handleBackupRequest(app, decodeBackupRequest(take(QUEUES.backupRequests)[0]));
+  for (const b of take(QUEUES.chunks)) await handleChunkMessage(app, decodeChunkMessage(b));
+  const sealed = await expectSealedAndIdentical(id, first.id, disk);
+  expect(sealed.fence).toBeGreaterThan(0);
+  expect((await backup.getProperties()).blobSequenceNumber).toBe(sealed.fence);
+
+  // The next run fences the blob before its first write.
+  await writeRandom(disk.client, 0, 16 * MiB, seeded(22).bytes);
+  const second = await requestBackup(app, id, "http");
+  await handleBackupRequest(app, decodeBackupRequest(take(QUEUES.backupRequests)[0]));
+  const batches = take(QUEUES.chunks);
+  expect(batches.length).toBeGreaterThan(1);
+  const copying = (await engine.lineage.getRun(id, second.id))!;
+  expect(copying.state).toBe("copying");
+  expect(copying.fence).toBeGreaterThan(sealed.fence!);
+  expect((await backup.getProperties()).blobSequenceNumber).toBe(copying.fence);
+
+  // Someone newer takes the blob (as the next run would) while this run's batches are in flight:
+  // its batches are refused by the service, write nothing, and the run fails saying why.
+  const before = await readImage(backup);
+  await backup.updateSequenceNumber("increment");
+  await handleChunkMessage(app, decodeChunkMessage(batches[0]));
+  expectSameImage(await readImage(backup), before, "backup blob after a fenced batch");
+  const failed = (await engine.lineage.getRun(id, second.id))!;
+  expect(failed.state).toBe("failed");
+  expect(failed.error).toMatch(/taken over by a newer run/);
+
+  // The run after it fences again and ends byte-identical.
+  const third = await requestBackup(app, id, "http");
+  await handleBackupRequest(app, decodeBackupRequest(take(QUEUES.backupRequests)[0]));
+  for (const b of take(QUEUES.chunks)) await handleChunkMessage(app, decodeChunkMessage(b));
+  const last = await expectSealedAndIdentical(id, third.id, disk);
+  expect(last.fence).toBeGreaterThan(copying.fence!);
+});
