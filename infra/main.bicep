@@ -17,7 +17,7 @@ param disks array = []
 @description('NCRONTAB (sec min hour day month weekday) of the backup timer (DISKDELTA_SCHEDULE).')
 param schedule string = '0 0 */12 * * *'
 
-@description('Interval in minutes that the schedule means; the stale-restore-point alert fires after twice this for disks without their own interval.')
+@description('Interval in minutes that the schedule means: the no-heartbeat alert fires when no timer tick arrived for about twice this (at most two days); the alerts look back as far.')
 @minValue(5)
 param defaultIntervalMinutes int = 720
 
@@ -72,7 +72,26 @@ var tableNames = [
 ]
 // union() drops duplicates: several disks in one account get one set of role assignments.
 var sourceAccountIds = union(map(disks, d => d.sourceAccountId), [])
-var diskIntervals = toObject(filter(disks, d => contains(d, 'intervalMinutes')), d => d.id, d => d.intervalMinutes)
+// The granularities a log search alert's windowSize accepts, in minutes (the API refuses any other):
+// the timer alerts use the smallest that spans two schedule intervals, at most two days (the
+// longest a log search alert looks back), and are evaluated at most hourly.
+var alertWindows = [
+  { minutes: 5, iso: 'PT5M' }
+  { minutes: 10, iso: 'PT10M' }
+  { minutes: 15, iso: 'PT15M' }
+  { minutes: 30, iso: 'PT30M' }
+  { minutes: 45, iso: 'PT45M' }
+  { minutes: 60, iso: 'PT1H' }
+  { minutes: 120, iso: 'PT2H' }
+  { minutes: 180, iso: 'PT3H' }
+  { minutes: 240, iso: 'PT4H' }
+  { minutes: 300, iso: 'PT5H' }
+  { minutes: 360, iso: 'PT6H' }
+  { minutes: 1440, iso: 'P1D' }
+  { minutes: 2880, iso: 'P2D' }
+]
+var tickWindow = first(filter(alertWindows, w => w.minutes >= min(2 * defaultIntervalMinutes, 2880)))
+var tickAlertFrequency = tickWindow.minutes < 60 ? tickWindow.iso : 'PT1H'
 
 // Built-in role definition ids (learn.microsoft.com/azure/role-based-access-control/built-in-roles).
 var roles = {
@@ -306,21 +325,49 @@ resource staleRestorePointAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-
   location: location
   properties: {
     displayName: 'diskdelta: newest restore point older than twice its interval'
-    description: 'A disk has had no succeeded run for more than twice its backup interval. Look at its latest runs in the workbook.'
+    description: 'The latest timer tick reported a disk whose newest restore point is older than twice its backup interval (GET /api/disks says stale). Look at its latest runs and failures in the workbook.'
     severity: 2
     enabled: true
     scopes: [appInsights.id]
-    evaluationFrequency: 'PT1H'
-    // The longest window a log search alert evaluates; see infra/README.md for what that implies.
-    windowSize: 'P2D'
+    evaluationFrequency: tickAlertFrequency
+    // Spans at least one tick: each tick reports every disk (diskdelta.diskStatus).
+    windowSize: tickWindow.iso
     criteria: {
       allOf: [
         {
-          query: replace(replace(loadTextContent('queries/staleRestorePoint.kql'), '__DEFAULT_INTERVAL_MINUTES__', string(defaultIntervalMinutes)), '__DISK_INTERVALS__', string(diskIntervals))
+          query: loadTextContent('queries/staleRestorePoint.kql')
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0
           dimensions: [{ name: 'diskId', operator: 'Include', values: ['*'] }]
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: { actionGroups: empty(alertEmail) ? [] : [actionGroup.id] }
+  }
+}
+
+resource noHeartbeatAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: '${namePrefix}-no-heartbeat-${suffix}'
+  location: location
+  properties: {
+    displayName: 'diskdelta: no timer tick (the app is not backing up)'
+    description: 'No diskdelta.timerTick arrived for about two schedule intervals: the app is stopped or failing to start, its timer does not fire, it cannot list its disks, or its telemetry does not arrive. No disk is being backed up on schedule.'
+    severity: 1
+    enabled: true
+    scopes: [appInsights.id]
+    evaluationFrequency: tickAlertFrequency
+    // About two schedule intervals (rounded up to an allowed window, at most two days).
+    windowSize: tickWindow.iso
+    criteria: {
+      allOf: [
+        {
+          query: loadTextContent('queries/noHeartbeat.kql')
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
           failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
         }
       ]

@@ -15,6 +15,7 @@ const read = (f) => fs.readFileSync(path.join(infra, f), "utf8");
 template.variables.workbookSerializedData = read("workbook.json");
 template.variables.failedRunQuery = read("queries/failedRun.kql");
 template.variables.staleRestorePointQuery = read("queries/staleRestorePoint.kql");
+template.variables.noHeartbeatQuery = read("queries/noHeartbeat.kql");
 const bicepTables = /var tableNames = \[([\s\S]*?)\]/.exec(read("main.bicep"))[1];
 template.variables.tableNames = [...bicepTables.matchAll(/'\$\{tablePrefix\}(\w+)'/g)].map(
   (m) => `[format('{0}${m[1]}', variables('tablePrefix'))]`,

@@ -9,14 +9,21 @@ import fs from "node:fs";
 import path from "node:path";
 import { QUEUES, poisonQueue } from "../../lib/app/queues";
 import { DEFAULT_POLICY } from "../../lib/retention/policy";
+import { intervalOf } from "../../lib/app/schedule";
 import {
   COPY_RATE_METRIC,
   COPY_RATE_PROPERTIES,
+  DISK_STATUS_EVENT,
+  DISK_STATUS_MEASUREMENTS,
+  DISK_STATUS_PROPERTIES,
   RUN_EVENT,
   RUN_EVENT_MEASUREMENTS,
   RUN_EVENT_PROPERTIES,
   RUN_FAILED_EVENT,
   RUN_FAILED_PROPERTIES,
+  TIMER_TICK_EVENT,
+  TIMER_TICK_MEASUREMENTS,
+  TIMER_TICK_PROPERTIES,
 } from "../../lib/telemetry";
 
 const INFRA = path.resolve(__dirname, "../../infra");
@@ -53,6 +60,26 @@ const bicep = read("main.bicep");
 const bicepModule = read("modules/storageRoles.bicep");
 const armText = JSON.stringify(arm);
 const ENGINE = fs.readFileSync(path.resolve(__dirname, "../../lib/engine.ts"), "utf8");
+/** Every alert query file, by name without `.kql`: new files are checked like the others. */
+const ALERT_QUERIES: Record<string, string> = Object.fromEntries(
+  fs
+    .readdirSync(path.join(INFRA, "queries"))
+    .filter((f) => f.endsWith(".kql"))
+    .map((f) => [f.replace(/\.kql$/, ""), read(`queries/${f}`)]),
+);
+/**
+ * The window sizes (minutes) a scheduledQueryRules windowSize accepts: the API answers any other
+ * value with "Supported granularities are: 5, 10, 15, 30, 45, 60, 120, 180, 240, 300, 360, 1440,
+ * 2880" (Azure/azure-rest-api-specs#21258); two days is the longest a log search alert looks back
+ * (learn.microsoft.com, "Create or edit a log search alert rule").
+ */
+const WINDOW_MINUTES = [5, 10, 15, 30, 45, 60, 120, 180, 240, 300, 360, 1440, 2880];
+const ISO_MINUTES: Record<string, number> = { M: 1, H: 60, D: 1440 };
+function isoMinutes(iso: string): number {
+  const m = /^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?$/.exec(iso);
+  if (!m) throw new Error(`not a duration: ${iso}`);
+  return Number(m[1] ?? 0) * ISO_MINUTES.D + Number(m[2] ?? 0) * ISO_MINUTES.H + Number(m[3] ?? 0);
+}
 
 /** The template without its nested deployments' inner templates (they have their own scope). */
 function outerOnly(t: ArmTemplate): ArmTemplate {
@@ -332,14 +359,85 @@ describe("Bicep and ARM JSON declare the same deployment", () => {
     expect(bicep).not.toMatch(/listKeys/);
   });
 
-  test("the ARM template inlines exactly the files Bicep loads (workbook, alert queries)", () => {
+  test("the ARM template inlines exactly the files Bicep loads (workbook, every alert query)", () => {
     const vars = arm.variables as Record<string, string>;
     expect(bicep).toContain("loadTextContent('workbook.json')");
-    expect(bicep).toContain("loadTextContent('queries/failedRun.kql')");
-    expect(bicep).toContain("loadTextContent('queries/staleRestorePoint.kql')");
     expect(vars.workbookSerializedData).toBe(read("workbook.json"));
-    expect(vars.failedRunQuery).toBe(read("queries/failedRun.kql"));
-    expect(vars.staleRestorePointQuery).toBe(read("queries/staleRestorePoint.kql"));
+    expect(Object.keys(ALERT_QUERIES).sort()).toEqual(["failedRun", "noHeartbeat", "staleRestorePoint"]);
+    for (const [name, text] of Object.entries(ALERT_QUERIES)) {
+      expect(bicep).toContain(`loadTextContent('queries/${name}.kql')`);
+      expect({ name, inlined: vars[`${name}Query`] }).toEqual({ name, inlined: text });
+    }
+  });
+
+  test("the same alert rules, each wired to the action group and reading one query file", () => {
+    const rules = arm.resources.filter((r) => r.type === "Microsoft.Insights/scheduledQueryRules");
+    const bicepRules = [...bicep.matchAll(/^resource (\w+) 'Microsoft.Insights\/scheduledQueryRules@/gm)].map(
+      (m) => m[1],
+    );
+    expect(bicepRules).toEqual(["failedRunAlert", "staleRestorePointAlert", "noHeartbeatAlert"]);
+    expect(rules).toHaveLength(bicepRules.length);
+    expect(
+      bicep.match(/actions: \{ actionGroups: empty\(alertEmail\) \? \[\] : \[actionGroup\.id\] \}/g),
+    ).toHaveLength(bicepRules.length);
+    const queries = rules.map((r) => {
+      const p = r.properties as { actions: unknown; criteria: { allOf: { query: string }[] } };
+      expect(p.actions).toEqual({ actionGroups: "[variables('alertActionGroups')]" });
+      return p.criteria.allOf[0].query;
+    });
+    expect(queries.sort()).toEqual(
+      Object.keys(ALERT_QUERIES)
+        .map((n) => `[variables('${n}Query')]`)
+        .sort(),
+    );
+  });
+
+  test("the timer alerts' window: two schedule intervals rounded up to an allowed granularity, at most two days", () => {
+    const vars = arm.variables as Record<string, unknown>;
+    const windows = vars.alertWindows as { minutes: number; iso: string }[];
+    expect(windows.map((w) => w.minutes)).toEqual(WINDOW_MINUTES);
+    for (const w of windows) expect(isoMinutes(w.iso)).toBe(w.minutes);
+    // Bicep declares the same list, line by line.
+    const bicepWindows = [...bicep.matchAll(/^\s+\{ minutes: (\d+), iso: '(\w+)' \}$/gm)].map((m) => ({
+      minutes: Number(m[1]),
+      iso: m[2],
+    }));
+    expect(bicepWindows).toEqual(windows);
+    // The expression both templates use, evaluated here for the intervals that matter.
+    expect(vars.tickWindow).toBe(
+      "[first(filter(variables('alertWindows'), lambda('w', greaterOrEquals(lambdaVariables('w').minutes, min(mul(2, parameters('defaultIntervalMinutes')), 2880)))))]",
+    );
+    expect(bicep).toContain(
+      "var tickWindow = first(filter(alertWindows, w => w.minutes >= min(2 * defaultIntervalMinutes, 2880)))",
+    );
+    expect(vars.tickAlertFrequency).toBe(
+      "[if(less(variables('tickWindow').minutes, 60), variables('tickWindow').iso, 'PT1H')]",
+    );
+    expect(bicep).toContain("var tickAlertFrequency = tickWindow.minutes < 60 ? tickWindow.iso : 'PT1H'");
+    const tickWindow = (interval: number) => windows.find((w) => w.minutes >= Math.min(2 * interval, 2880))!;
+    expect(tickWindow(720).iso).toBe("P1D"); // the default schedule: two ticks
+    expect(tickWindow(5).iso).toBe("PT10M");
+    expect(tickWindow(360).iso).toBe("P1D");
+    expect(tickWindow(1440).iso).toBe("P2D");
+    expect(tickWindow(7 * 1440).iso).toBe("P2D"); // clamped: a timer this sparse cannot be watched
+    for (const interval of [5, 30, 60, 720, 1440])
+      expect(tickWindow(interval).minutes).toBeGreaterThanOrEqual(interval);
+    // Both timer alerts use it; the failed-run alert keeps its five minutes.
+    for (const name of ["stale-point", "no-heartbeat"]) {
+      const rule = arm.resources.find((r) => r.name.includes(`-${name}-`))!;
+      expect(rule.properties).toMatchObject({
+        windowSize: "[variables('tickWindow').iso]",
+        evaluationFrequency: "[variables('tickAlertFrequency')]",
+        autoMitigate: true,
+      });
+    }
+    expect(bicep.match(/windowSize: tickWindow\.iso/g)).toHaveLength(2);
+    expect(bicep.match(/evaluationFrequency: tickAlertFrequency/g)).toHaveLength(2);
+  });
+
+  test("defaultIntervalMinutes is what the default schedule means", () => {
+    const schedule = String(arm.parameters.schedule.defaultValue);
+    expect(arm.parameters.defaultIntervalMinutes.defaultValue).toBe(intervalOf(schedule) / 60_000);
   });
 });
 
@@ -348,9 +446,9 @@ describe("KQL reads exactly the telemetry names lib/telemetry.ts sends", () => {
     items: { type: number; content: { query?: string } }[];
   };
   const workbookQueries = workbook.items.filter((i) => i.type === 3).map((i) => i.content.query!);
-  const alertQueries = [read("queries/failedRun.kql"), read("queries/staleRestorePoint.kql")];
+  const alertQueries = Object.values(ALERT_QUERIES);
   const all = [...workbookQueries, ...alertQueries];
-  const known = [RUN_EVENT, RUN_FAILED_EVENT, COPY_RATE_METRIC];
+  const known = [RUN_EVENT, RUN_FAILED_EVENT, COPY_RATE_METRIC, DISK_STATUS_EVENT, TIMER_TICK_EVENT];
 
   test("every name compared in a query is an exported telemetry name", () => {
     for (const q of all) {
@@ -360,10 +458,17 @@ describe("KQL reads exactly the telemetry names lib/telemetry.ts sends", () => {
     }
   });
 
-  test("the workbook shows each event and the metric; the alerts read the failure and run events", () => {
+  test("the workbook shows each event and the metric; the alerts read failures, disk statuses and ticks", () => {
     for (const n of known) expect(workbookQueries.some((q) => q.includes(`"${n}"`))).toBe(true);
-    expect(alertQueries[0]).toContain(`name == "${RUN_FAILED_EVENT}"`);
-    expect(alertQueries[1]).toContain(`name == "${RUN_EVENT}"`);
+    expect(ALERT_QUERIES.failedRun).toContain(`name == "${RUN_FAILED_EVENT}"`);
+    // Stale: the newest status of each disk, firing where the app said stale.
+    expect(ALERT_QUERIES.staleRestorePoint).toContain(`name == "${DISK_STATUS_EVENT}"`);
+    expect(ALERT_QUERIES.staleRestorePoint).toMatch(
+      /summarize arg_max\(timestamp, stale\b[^\n]*\) by diskId\n\| where stale == "true"/,
+    );
+    // No heartbeat: one row exactly when no tick arrived.
+    expect(ALERT_QUERIES.noHeartbeat).toContain(`name == "${TIMER_TICK_EVENT}"`);
+    expect(ALERT_QUERIES.noHeartbeat).toMatch(/\| summarize ticks = count\(\)\n\| where ticks == 0\s*$/);
   });
 
   test("every custom dimension and measurement a query reads is one that event or metric carries", () => {
@@ -371,6 +476,8 @@ describe("KQL reads exactly the telemetry names lib/telemetry.ts sends", () => {
       [RUN_EVENT]: { dims: RUN_EVENT_PROPERTIES, measurements: RUN_EVENT_MEASUREMENTS },
       [RUN_FAILED_EVENT]: { dims: RUN_FAILED_PROPERTIES, measurements: [] },
       [COPY_RATE_METRIC]: { dims: COPY_RATE_PROPERTIES, measurements: [] },
+      [DISK_STATUS_EVENT]: { dims: DISK_STATUS_PROPERTIES, measurements: DISK_STATUS_MEASUREMENTS },
+      [TIMER_TICK_EVENT]: { dims: TIMER_TICK_PROPERTIES, measurements: TIMER_TICK_MEASUREMENTS },
     };
     let checked = 0;
     for (const q of all) {
@@ -399,12 +506,10 @@ describe("KQL reads exactly the telemetry names lib/telemetry.ts sends", () => {
     expect(checked).toBeGreaterThan(20);
   });
 
-  test("the stale alert's placeholders are filled by both templates", () => {
-    const stale = alertQueries[1];
-    for (const p of ["__DEFAULT_INTERVAL_MINUTES__", "__DISK_INTERVALS__"]) {
-      expect(stale).toContain(p);
-      expect(bicep).toContain(`'${p}'`);
-      expect(armText).toContain(`'${p}'`);
-    }
+  test("the alert queries need no value from the templates (the app computes intervals and staleness)", () => {
+    for (const [name, q] of Object.entries(ALERT_QUERIES))
+      expect({ name, placeholder: /__\w+__/.test(q) }).toEqual({ name, placeholder: false });
+    expect(armText).not.toMatch(/__DEFAULT_INTERVAL_MINUTES__|__DISK_INTERVALS__/);
+    expect(bicep).not.toMatch(/__DEFAULT_INTERVAL_MINUTES__|__DISK_INTERVALS__/);
   });
 });
