@@ -234,6 +234,14 @@ export async function failRun(
     deps.log.error(`run ${runId} of disk ${diskId} failed: ${reason}`);
     await releaseClaim(deps.lineage, diskId, runId);
     const disk = await deps.lineage.getDisk(diskId);
+    if (disk && run.state === "sealing") {
+      await deleteUnrecordedBackupSnapshots(deps, disk, runId, retryPolicy(deps.config, deps.log)).catch(
+        (err: unknown) =>
+          deps.log.warn(
+            `run ${runId}: could not delete its unrecorded backup snapshot: ${errorInfo(err).message}`,
+          ),
+      );
+    }
     const failed = await deps.lineage.getRun(diskId, runId);
     if (disk && failed) await callHook(deps, "runEnded", () => deps.hooks?.runEnded?.(failed, disk));
     if (disk && run.sourceSnapshot && run.sourceSnapshot !== disk.baseSnapshot) {
@@ -245,6 +253,31 @@ export async function failRun(
       ).catch(() => undefined);
     }
     return;
+  }
+}
+
+/** The restore point a run seals is named after it: r-… → p-…. */
+export function pointIdOf(runId: string): string {
+  return runId.replace(/^r-/, "p-");
+}
+
+/**
+ * Deletes the backup snapshots a failed run's seal took but never recorded as a restore point
+ * (tagged with the run; a crash or an error fell between the snapshot and the point row). A
+ * recorded point keeps its snapshot: nothing here touches one.
+ */
+async function deleteUnrecordedBackupSnapshots(
+  deps: EngineDeps,
+  disk: DiskRecord,
+  runId: string,
+  policy: RetryPolicy,
+): Promise<void> {
+  if (await deps.lineage.getPoint(disk.id, pointIdOf(runId))) return;
+  const { backup } = diskLocations(disk);
+  const tagged = await listTaggedSnapshots(deps.clients.container(backup), backup.blob, disk.id, policy);
+  for (const t of tagged.filter((t) => t.runId === runId)) {
+    await deleteSnapshot(deps.clients.pageBlob(backup), t.snapshot, policy);
+    deps.log.info(`run ${runId}: deleted its backup snapshot ${t.snapshot}, which no restore point records`);
   }
 }
 
@@ -644,7 +677,7 @@ class Execution {
       );
       await this.tracker.update({ backupSnapshot });
     }
-    const pointId = this.run.id.replace(/^r-/, "p-");
+    const pointId = pointIdOf(this.run.id);
     if (!(await lineage.getPoint(this.disk.id, pointId))) {
       await lineage.addPoint({
         id: pointId,
@@ -699,6 +732,7 @@ class Execution {
     const { lineage, clients, log } = this.deps;
     const message = errorInfo(err).message;
     log.error(`run ${this.run.id} of disk ${this.disk.id} failed: ${message}`);
+    const wasSealing = this.run.state === "sealing";
     try {
       await this.tracker.update({
         state: "failed",
@@ -711,6 +745,7 @@ class Execution {
       if (snapshot && snapshot !== this.disk.baseSnapshot) {
         await deleteSnapshot(clients.pageBlob(this.source), snapshot, this.policy);
       }
+      if (wasSealing) await deleteUnrecordedBackupSnapshots(this.deps, this.disk, this.run.id, this.policy);
     } catch (cleanupError) {
       log.warn(
         `run ${this.run.id}: cleanup after the failure was incomplete (${errorInfo(cleanupError).message}); the next run finishes it`,

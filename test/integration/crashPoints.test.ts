@@ -105,3 +105,31 @@ test("crash after the run succeeded, before the base advanced: the next run adva
   expect(finalDisk.baseSnapshot).toBe(third.sourceSnapshot);
   expect(finalDisk.activeRunId).toBeUndefined();
 });
+
+test("a seal that fails after its backup snapshot was taken: the run fails, that snapshot is deleted, the next run seals", async () => {
+  const { disk, id, first } = await setUp();
+  const backupTags = async (runId: string) => {
+    const found: string[] = [];
+    for await (const b of serviceClient(BACKUP_ACCOUNT)
+      .getContainerClient("diskdelta")
+      .listBlobsFlat({ includeSnapshots: true, includeMetadata: true, prefix: id })) {
+      if (b.name === id && b.snapshot && b.metadata?.[RUN_TAG] === runId) found.push(b.snapshot);
+    }
+    return found;
+  };
+  // The point row cannot be written (a permanent error): the seal has taken its snapshot by then.
+  const lineage = Object.create(engine.lineage) as typeof engine.lineage;
+  lineage.addPoint = () => Promise.reject(Object.assign(new Error("table says no"), { statusCode: 400 }));
+  const failing = { ...engine, lineage };
+  await expect(backupDisk(failing, id, { trigger: "cli" })).rejects.toThrow(/table says no/);
+  const [failed] = await engine.lineage.listRuns(id, 1);
+  expect(failed.state).toBe("failed");
+  expect(failed.restorePoint).toBeUndefined();
+  expect(await backupTags(failed.id)).toEqual([]);
+  expect(await backupTags(first.id)).toHaveLength(1); // the sealed point's snapshot stays
+
+  const next = await backupDisk(engine, id, { trigger: "cli" });
+  expect(next.state).toBe("succeeded");
+  expect(next.kind).toBe("incremental");
+  await expectPoint(id, next.id, disk);
+});
