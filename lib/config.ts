@@ -208,9 +208,10 @@ function intSetting(
 ): number {
   const raw = env[name];
   if (raw === undefined || raw.trim() === "") return fallback;
-  const n = Number(raw);
+  // Decimal digits only: Number() would also take 0x10, 1e3 or " 12 " and a typo would pass.
+  const n = /^\d+$/.test(raw) ? Number(raw) : NaN;
   if (!Number.isSafeInteger(n) || n <= 0) {
-    problems.push(`${name}=${raw} is not a positive integer`);
+    problems.push(`${name}=${raw} is not a positive integer (decimal digits)`);
     return fallback;
   }
   const bad = check(n);
