@@ -56,10 +56,9 @@ function parse(raw: string, what: string): { url: URL; account: string; rest: st
   }
   let segments: string[];
   try {
-    segments = url.pathname
-      .split("/")
-      .filter((s) => s !== "")
-      .map(decodeURIComponent);
+    // Empty segments are kept: a blob may be named "a//b", and collapsing it would back up another
+    // blob. Only the empty segment before the first slash is dropped.
+    segments = url.pathname.split("/").slice(1).map(decodeURIComponent);
   } catch {
     // decodeURIComponent throws a bare URIError ("URI malformed") that names neither the URL nor the setting.
     throw new UrlError(
@@ -82,7 +81,7 @@ function serviceUrlOf(url: URL, account: string, pathStyle: boolean): string {
 
 export function parseAccountUrl(raw: string, what = "account URL"): AccountLocation {
   const { url, account, rest, pathStyle } = parse(raw, what);
-  if (rest.length) {
+  if (rest.some((s) => s !== "")) {
     throw new UrlError(`${what} "${raw}" must name only the account, without a container or blob path`);
   }
   return { serviceUrl: serviceUrlOf(url, account, pathStyle), account, pathStyle };
@@ -90,11 +89,11 @@ export function parseAccountUrl(raw: string, what = "account URL"): AccountLocat
 
 export function parseBlobUrl(raw: string, what = "blob URL"): BlobLocation {
   const { url, account, rest, pathStyle } = parse(raw, what);
-  if (rest.length < 2) {
+  const container = rest[0] ?? "";
+  const blob = rest.slice(1).join("/");
+  if (rest.length < 2 || container === "" || blob === "") {
     throw new UrlError(`${what} "${raw}" must name a container and a blob: .../<container>/<blob>`);
   }
-  const container = rest[0];
-  const blob = rest.slice(1).join("/");
   checkContainerName(container, what);
   const serviceUrl = serviceUrlOf(url, account, pathStyle);
   return {

@@ -123,6 +123,9 @@ describe("host-style (Azure) URLs", () => {
     expect(() => parseBlobUrl("http://127.0.0.1:10000/acct/vhds")).toThrow(
       /must name a container and a blob/,
     );
+    expect(() => parseBlobUrl("https://acct.blob.core.windows.net/vhds/")).toThrow(
+      /must name a container and a blob/,
+    );
   });
 });
 
@@ -132,6 +135,13 @@ describe("blob names", () => {
     expect(loc.container).toBe("vhds");
     expect(loc.blob).toBe("vms/web-01/os disk.vhd");
     expect(loc.url).toBe("https://acct.blob.core.windows.net/vhds/vms/web-01/os%20disk.vhd");
+  });
+
+  test("consecutive slashes stay in the name: a//b is not the blob a/b", () => {
+    const loc = parseBlobUrl("https://acct.blob.core.windows.net/vhds/a//b.vhd");
+    expect(loc.blob).toBe("a//b.vhd");
+    expect(loc.url).toBe("https://acct.blob.core.windows.net/vhds/a//b.vhd");
+    expect(parseBlobUrl("http://127.0.0.1:10000/acct/vhds/a//b.vhd").blob).toBe("a//b.vhd");
   });
 
   test("spaces, percent-encoded or not, decode to the same name and encode to one canonical URL", () => {
