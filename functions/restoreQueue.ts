@@ -3,12 +3,13 @@
  * Guarantees: a malformed message fails clearly and, retried by the host, ends on the poison
  * queue; a repeated message whose restore already registered its disk is acknowledged without a
  * second copy; a restore that can never succeed is logged with its reason and acknowledged; a
- * transient failure is rethrown so the host retries it (at-least-once delivery).
+ * transient failure is rethrown so the host retries it (at-least-once delivery); one that fails
+ * every delivery reaches the poison queue, whose function logs it as an error naming the request.
  */
 import type { InvocationContext } from "@azure/functions";
-import { decodeRestoreRequest, QUEUES } from "../lib/app/queues";
+import { decodeRestoreRequest, poisonQueue, QUEUES } from "../lib/app/queues";
 import { defineFunctions } from "../lib/app/register";
-import { handleRestoreRequest } from "../lib/app/restores";
+import { handleRestorePoison, handleRestoreRequest } from "../lib/app/restores";
 import { appFor } from "../lib/app/runtime";
 
 export async function restoreRequest(message: unknown, context: InvocationContext): Promise<void> {
@@ -16,6 +17,16 @@ export async function restoreRequest(message: unknown, context: InvocationContex
   await handleRestoreRequest(await appFor(context), request);
 }
 
+export async function restoreRequestPoison(message: unknown, context: InvocationContext): Promise<void> {
+  handleRestorePoison(await appFor(context), poisonQueue(QUEUES.restoreRequests), message);
+}
+
 export const functions = defineFunctions([
   { kind: "queue", name: "restoreRequests", queueName: QUEUES.restoreRequests, handler: restoreRequest },
+  {
+    kind: "queue",
+    name: "restoreRequestsPoison",
+    queueName: poisonQueue(QUEUES.restoreRequests),
+    handler: restoreRequestPoison,
+  },
 ]);

@@ -15,7 +15,7 @@ import { newId, timeOfId } from "../lineage/ids";
 import { ConflictError, NotFoundError, type RestorePointRecord } from "../lineage/types";
 import { selectPoint } from "../restore/points";
 import { defaultRestoreName, restoreAsNewDisk, type RestoreResult } from "../restore/restore";
-import { QUEUES, type RestoreRequestMessage } from "./queues";
+import { decodeRestoreRequest, QUEUES, type RestoreRequestMessage } from "./queues";
 import type { App } from "./runtime";
 
 export interface RestoreRequestInput {
@@ -132,4 +132,25 @@ export async function handleRestoreRequest(app: App, msg: RestoreRequestMessage)
     app.log.error(`${label} failed, the host will retry: ${errorInfo(err).message}`);
     throw err;
   }
+}
+
+/**
+ * A restore message that failed on every delivery reached the poison queue. There is no run row
+ * for a restore, so the failure is said where people look: an error in the log (in Azure, a trace
+ * in Application Insights) naming the request, the disk and point, and how to start it again.
+ * Whatever the failed deliveries made was already deleted by the restore itself.
+ */
+export function handleRestorePoison(app: App, queue: string, raw: unknown): void {
+  let msg: RestoreRequestMessage;
+  try {
+    msg = decodeRestoreRequest(raw);
+  } catch (err) {
+    app.log.error(`a message on ${queue} is not a restore request (${errorInfo(err).message}); dropped`);
+    return;
+  }
+  app.log.error(
+    `restore ${msg.requestId} (disk ${msg.diskId} point ${msg.point} as ${msg.name ?? "default name"}) ` +
+      `failed on every delivery and was moved to ${queue}; nothing was registered. ` +
+      `Start it again with POST /api/disks/${msg.diskId}/restores once the cause (in the errors before this one) is fixed`,
+  );
 }

@@ -11,7 +11,7 @@
  */
 import { HttpRequest, InvocationContext, type HttpResponseInit } from "@azure/functions";
 import * as http from "../../functions/http";
-import { restoreRequest } from "../../functions/restoreQueue";
+import { restoreRequest, restoreRequestPoison } from "../../functions/restoreQueue";
 import { QUEUES } from "../../lib/app/queues";
 import { appFromEngine, storageQueueSender, useApp, type App } from "../../lib/app/runtime";
 import { backupDisk } from "../../lib/backup/run";
@@ -393,6 +393,25 @@ describe("POST /api/disks/{id}/restores", () => {
       409,
       /already registered/,
     );
+  });
+
+  test("a restore that reached the poison queue is logged as an error naming the request and how to retry", async () => {
+    const body = {
+      diskId: diskA,
+      point: "p-20261125T114100123Z-3fa9c1",
+      name: "never-made",
+      requestId: "q-1",
+    };
+    await restoreRequestPoison(Buffer.from(JSON.stringify(body)).toString("base64"), context());
+    const said = logged.join("\n");
+    expect(said).toMatch(
+      /restore q-1 \(disk .* point p-20261125T114100123Z-3fa9c1 as never-made\) failed on every delivery/,
+    );
+    expect(said).toContain(`POST /api/disks/${diskA}/restores`);
+    expect(await engine.lineage.getDisk("never-made")).toBeUndefined();
+    logged = [];
+    await restoreRequestPoison("not json at all {", context());
+    expect(logged.join("\n")).toMatch(/not a restore request.*dropped/);
   });
 
   test("bad restore requests are 400 or 404 naming the problem, nothing queued", async () => {
