@@ -29,14 +29,30 @@ const NETWORK_CODES = new Set([
   "UND_ERR_SOCKET",
 ]);
 
+/**
+ * The storage error behind a wrapper: a ChunkError (lib/copy) carries no status or code of its
+ * own, only the failed call as its `cause`. Every classification below looks at that call.
+ */
+function storageErrorOf(err: unknown): unknown {
+  let e = err;
+  for (let depth = 0; depth < 4; depth++) {
+    const { status, code } = errorInfo(e);
+    const cause = (e as { cause?: unknown } | undefined)?.cause;
+    if (status !== undefined || code !== undefined || cause === undefined) return e;
+    e = cause;
+  }
+  return e;
+}
+
 /** 408, 429, 5xx (except 501 Not Implemented and 505) and network failures; nothing else is retried. */
 export function isRetryable(err: unknown): boolean {
-  const { status, code } = errorInfo(err);
+  const e = storageErrorOf(err);
+  const { status, code } = errorInfo(e);
   if (status === undefined) {
     // No HTTP answer at all: a reset, refused or timed-out connection.
     return (
       (code !== undefined && NETWORK_CODES.has(code)) ||
-      /socket hang up|ECONNRESET|EPIPE|other side closed/i.test(String((err as Error)?.message))
+      /socket hang up|ECONNRESET|EPIPE|other side closed/i.test(String((e as Error)?.message))
     );
   }
   if (status === 408 || status === 429) return true;
@@ -45,13 +61,10 @@ export function isRetryable(err: unknown): boolean {
 
 /**
  * A write refused because the backup blob's sequence number is no longer the writer's fence: a
- * newer run owns the blob (lib/copy). Looks through a ChunkError's cause.
+ * newer run owns the blob (lib/copy).
  */
 export function isFenced(err: unknown): boolean {
-  for (let e = err, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
-    if (errorInfo(e).code === "SequenceNumberConditionNotMet") return true;
-  }
-  return false;
+  return errorInfo(storageErrorOf(err)).code === "SequenceNumberConditionNotMet";
 }
 
 /** Codes with which the service refuses a page-range diff; the right answer is a resync. */

@@ -4,11 +4,13 @@
  * on 403 and never repeats request or response headers.
  */
 import { RestError } from "@azure/storage-blob";
+import { ChunkError } from "../../lib/copy";
 import {
   describeStorageError,
   DIFF_REFUSALS,
   errorInfo,
   isDiffRefusal,
+  isFenced,
   isNotFound,
   isNotImplemented,
   isRetryable,
@@ -52,6 +54,12 @@ describe("isRetryable", () => {
     expect(isRetryable(new Error("read ECONNRESET"))).toBe(true);
     expect(isRetryable(new Error("other side closed"))).toBe(true);
     expect(isRetryable(new RestError("socket hang up", { code: "REQUEST_SEND_ERROR" }))).toBe(true);
+  });
+
+  test("a chunk's failure is judged by the storage call inside it", () => {
+    expect(isRetryable(new ChunkError(3, storageError(503, "ServerBusy")))).toBe(true);
+    expect(isRetryable(new ChunkError(3, networkError("ECONNRESET")))).toBe(true);
+    expect(isRetryable(new ChunkError(3, storageError(403, "AuthorizationFailure")))).toBe(false);
   });
 
   test("a plain bug is not retried", () => {
@@ -100,6 +108,16 @@ describe("isDiffRefusal", () => {
   test("errors without a code are not refusals", () => {
     expect(isDiffRefusal(new Error("PreviousSnapshotNotFound"))).toBe(false);
     expect(isDiffRefusal({ statusCode: 409 })).toBe(false);
+  });
+});
+
+describe("isFenced", () => {
+  test("a sequence-number refusal, bare or inside a chunk's failure, is a fence", () => {
+    const refused = storageError(412, "SequenceNumberConditionNotMet");
+    expect(isFenced(refused)).toBe(true);
+    expect(isFenced(new ChunkError(0, refused))).toBe(true);
+    expect(isFenced(storageError(412, "ConditionNotMet"))).toBe(false);
+    expect(isFenced(new ChunkError(0, storageError(503)))).toBe(false);
   });
 });
 
