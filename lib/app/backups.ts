@@ -4,7 +4,7 @@
  * one out as chunk batches; chunk workers copy batches; exactly one invocation seals the run.
  */
 import { errorInfo, isFenced, isNotFound, isRetryable } from "../azure/errors";
-import { claimRun, ownerId } from "../backup/claim";
+import { claimRun, leaseFrom, ownerId } from "../backup/claim";
 import { continueRun, diskLocations, failRun, resumeOwnedRun, retryPolicy } from "../backup/run";
 import { forEachBounded } from "../concurrency";
 import { PageCopier } from "../copy";
@@ -58,22 +58,29 @@ interface Counter {
   etag?: string;
 }
 
-async function readCounter(app: App, runId: string): Promise<Counter | undefined> {
+/** One row of the progress table, or undefined when it does not exist. */
+async function progressRow<T extends object>(app: App, runId: string, rowKey: string) {
   try {
-    const e = await progressTable(app).getEntity<{ done: number; bytesCopied: number; chunksDone: number }>(
-      runId,
-      "counter",
-    );
-    return {
-      done: Number(e.done),
-      bytesCopied: Number(e.bytesCopied),
-      chunksDone: Number(e.chunksDone),
-      etag: e.etag,
-    };
+    return await progressTable(app).getEntity<T>(runId, rowKey);
   } catch (err) {
     if (isNotFound(err)) return undefined;
     throw err;
   }
+}
+
+async function readCounter(app: App, runId: string): Promise<Counter | undefined> {
+  const e = await progressRow<{ done: number; bytesCopied: number; chunksDone: number }>(
+    app,
+    runId,
+    "counter",
+  );
+  if (!e) return undefined;
+  return {
+    done: Number(e.done),
+    bytesCopied: Number(e.bytesCopied),
+    chunksDone: Number(e.chunksDone),
+    etag: e.etag,
+  };
 }
 
 /** Counts batch (generation, batch) once. Returns false when it was counted before. */
@@ -100,7 +107,7 @@ async function countBatch(app: App, msg: ChunkMessage, bytes: number, chunks: nu
       const markerExists =
         status === 409 &&
         code === "EntityAlreadyExists" &&
-        (await markerPresent(app, marker.partitionKey, marker.rowKey));
+        (await progressRow(app, marker.partitionKey, marker.rowKey)) !== undefined;
       if (markerExists) return false;
       // 412 (another batch moved the counter) or 409 on a counter created meanwhile: read again.
       if (status === 412 || status === 409) {
@@ -114,16 +121,6 @@ async function countBatch(app: App, msg: ChunkMessage, bytes: number, chunks: nu
     new Error(`could not record batch ${msg.batch} of run ${msg.runId}: too much contention`),
     { statusCode: 503 },
   );
-}
-
-async function markerPresent(app: App, partitionKey: string, rowKey: string): Promise<boolean> {
-  try {
-    await progressTable(app).getEntity(partitionKey, rowKey);
-    return true;
-  } catch (err) {
-    if (isNotFound(err)) return false;
-    throw err;
-  }
 }
 
 /** The backup-requests trigger: start (or continue planning) a claimed run. */
@@ -207,20 +204,13 @@ export async function handleChunkMessage(app: App, msg: ChunkMessage): Promise<v
       bytes += copied;
     });
   } catch (err) {
-    if (isRetryable((err as { cause?: unknown }).cause ?? err)) throw err; // the host redelivers the message
-    if (isFenced(err)) {
-      // A newer run owns the backup blob: this batch (a straggler) must not write, and its run, if
-      // still open, cannot be completed by it.
-      await failRun(
-        app,
-        msg.diskId,
-        msg.runId,
-        `batch ${msg.batch}: the backup blob was taken over by a newer run (its sequence number is no longer this run's fence)`,
-      );
-      app.log.warn(`batch ${msg.batch} of run ${msg.runId} was fenced off: a newer run owns the backup blob`);
-      return;
-    }
-    await failRun(app, msg.diskId, msg.runId, `batch ${msg.batch}: ${errorInfo(err).message}`);
+    if (isRetryable(err)) throw err; // the host redelivers the message
+    // A fenced batch is a straggler: a newer run owns the backup blob, so it wrote nothing, and its
+    // run, if still open, cannot be completed by it.
+    const why = isFenced(err)
+      ? "the backup blob was taken over by a newer run (its sequence number is no longer this run's fence)"
+      : errorInfo(err).message;
+    await failRun(app, msg.diskId, msg.runId, `batch ${msg.batch}: ${why}`);
     return;
   }
   // Count only batches of the current planner generation, or those below where it started:
@@ -244,7 +234,7 @@ async function extendLease(app: App, run: RunRecord): Promise<void> {
   try {
     await app.lineage.updateRun({
       ...run,
-      leaseUntil: new Date(now.getTime() + app.config.leaseSeconds * 1000).toISOString(),
+      leaseUntil: leaseFrom(now, app.config.leaseSeconds),
     });
   } catch (err) {
     if (!(err instanceof ConflictError)) throw err;
@@ -272,7 +262,7 @@ export async function sealIfComplete(
       ...run,
       state: "sealing",
       owner: ownerId(),
-      leaseUntil: new Date(now.getTime() + app.config.leaseSeconds * 1000).toISOString(),
+      leaseUntil: leaseFrom(now, app.config.leaseSeconds),
       updatedAt: now.toISOString(),
       bytesCopied: run.bytesCopied + (counter?.bytesCopied ?? 0),
       chunksDone: run.chunksDone + (counter?.chunksDone ?? 0),

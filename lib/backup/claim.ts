@@ -55,7 +55,8 @@ export interface ClaimContext {
   log: (message: string) => void;
 }
 
-function leaseFrom(now: Date, seconds: number): string {
+/** When a lease taken at `now` for `seconds` runs out, as stored on a run row. */
+export function leaseFrom(now: Date, seconds: number): string {
   return new Date(now.getTime() + seconds * 1000).toISOString();
 }
 

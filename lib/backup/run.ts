@@ -33,7 +33,7 @@ import {
   type RunTrigger,
 } from "../lineage/types";
 import { chunksOf, segments, totalBytes, type Chunk } from "../ranges";
-import { advancedDisk, claimRun, leaseHolds, ownerId, releaseClaim } from "./claim";
+import { advancedDisk, claimRun, leaseFrom, leaseHolds, ownerId, releaseClaim } from "./claim";
 import { adoptOrTakeSnapshot, deleteSnapshot, listTaggedSnapshots } from "./snapshots";
 import { LostRunError, RunTracker } from "./tracker";
 
@@ -190,7 +190,7 @@ export async function continueRun(
     mine = await deps.lineage.updateRun({
       ...run,
       owner: ownerId(),
-      leaseUntil: new Date(now().getTime() + deps.config.leaseSeconds * 1000).toISOString(),
+      leaseUntil: leaseFrom(now(), deps.config.leaseSeconds),
       updatedAt: now().toISOString(),
     });
   } catch (err) {
@@ -206,8 +206,8 @@ export function resumeOwnedRun(deps: EngineDeps, disk: DiskRecord, run: RunRecor
 }
 
 /**
- * Fails run `runId` with `reason` (unless it already ended): the run row says why, the disk is
- * released, and the run's source snapshot is deleted unless it is the base.
+ * Fails run `runId` with `reason` (unless it already ended): the run row says why, then
+ * cleanUpFailedRun releases the disk and deletes what the run made.
  */
 export async function failRun(
   deps: EngineDeps,
@@ -219,8 +219,9 @@ export async function failRun(
   for (let pass = 0; pass < 5; pass++) {
     const run = await deps.lineage.getRun(diskId, runId);
     if (!run || TERMINAL_STATES.includes(run.state)) return;
+    let failed: RunRecord;
     try {
-      await deps.lineage.updateRun({
+      failed = await deps.lineage.updateRun({
         ...run,
         state: "failed",
         error: reason,
@@ -232,27 +233,37 @@ export async function failRun(
       throw err;
     }
     deps.log.error(`run ${runId} of disk ${diskId} failed: ${reason}`);
-    await releaseClaim(deps.lineage, diskId, runId);
     const disk = await deps.lineage.getDisk(diskId);
-    if (disk && run.state === "sealing") {
-      await deleteUnrecordedBackupSnapshots(deps, disk, runId, retryPolicy(deps.config, deps.log)).catch(
-        (err: unknown) =>
-          deps.log.warn(
-            `run ${runId}: could not delete its unrecorded backup snapshot: ${errorInfo(err).message}`,
-          ),
-      );
-    }
-    const failed = await deps.lineage.getRun(diskId, runId);
-    if (disk && failed) await callHook(deps, "runEnded", () => deps.hooks?.runEnded?.(failed, disk));
-    if (disk && run.sourceSnapshot && run.sourceSnapshot !== disk.baseSnapshot) {
-      const { source } = diskLocations(disk);
-      await deleteSnapshot(
-        deps.clients.pageBlob(source),
-        run.sourceSnapshot,
-        retryPolicy(deps.config, deps.log),
-      ).catch(() => undefined);
-    }
+    if (!disk) return;
+    await cleanUpFailedRun(deps, disk, run, retryPolicy(deps.config, deps.log));
+    await callHook(deps, "runEnded", () => deps.hooks?.runEnded?.(failed, disk));
     return;
+  }
+}
+
+/**
+ * After run `run` (as it was before it failed) was marked failed: releases the disk, deletes the
+ * run's source snapshot unless it is the base, and, if it failed while sealing, the backup
+ * snapshot its seal took but never recorded. Cleanup is best effort: what fails here is logged,
+ * and the next run finishes it (claimRun releases a finished run's lock; the sweep deletes leaked
+ * source snapshots).
+ */
+async function cleanUpFailedRun(
+  deps: EngineDeps,
+  disk: DiskRecord,
+  run: RunRecord,
+  policy: RetryPolicy,
+): Promise<void> {
+  try {
+    await releaseClaim(deps.lineage, disk.id, run.id);
+    if (run.sourceSnapshot && run.sourceSnapshot !== disk.baseSnapshot) {
+      await deleteSnapshot(deps.clients.pageBlob(diskLocations(disk).source), run.sourceSnapshot, policy);
+    }
+    if (run.state === "sealing") await deleteUnrecordedBackupSnapshots(deps, disk, run.id, policy);
+  } catch (err) {
+    deps.log.warn(
+      `run ${run.id}: cleanup after the failure was incomplete (${errorInfo(err).message}); the next run finishes it`,
+    );
   }
 }
 
@@ -729,10 +740,10 @@ class Execution {
   }
 
   async fail(err: unknown): Promise<void> {
-    const { lineage, clients, log } = this.deps;
+    const { log } = this.deps;
     const message = errorInfo(err).message;
     log.error(`run ${this.run.id} of disk ${this.disk.id} failed: ${message}`);
-    const wasSealing = this.run.state === "sealing";
+    const before = this.run;
     try {
       await this.tracker.update({
         state: "failed",
@@ -740,15 +751,10 @@ class Execution {
         finishedAt: this.now().toISOString(),
         ...this.counters(),
       });
-      await releaseClaim(lineage, this.disk.id, this.run.id);
-      const snapshot = this.run.sourceSnapshot;
-      if (snapshot && snapshot !== this.disk.baseSnapshot) {
-        await deleteSnapshot(clients.pageBlob(this.source), snapshot, this.policy);
-      }
-      if (wasSealing) await deleteUnrecordedBackupSnapshots(this.deps, this.disk, this.run.id, this.policy);
-    } catch (cleanupError) {
+      await cleanUpFailedRun(this.deps, this.disk, before, this.policy);
+    } catch (updateError) {
       log.warn(
-        `run ${this.run.id}: cleanup after the failure was incomplete (${errorInfo(cleanupError).message}); the next run finishes it`,
+        `run ${this.run.id}: cleanup after the failure was incomplete (${errorInfo(updateError).message}); the next run finishes it`,
       );
     }
     await callHook(this.deps, "runEnded", () => this.deps.hooks?.runEnded?.(this.run, this.disk));

@@ -5,6 +5,7 @@
  * later write fails the same way, so the run stops without touching anything else.
  */
 import { ConflictError, type Lineage, type RunRecord } from "../lineage/types";
+import { leaseFrom } from "./claim";
 
 export class LostRunError extends Error {
   constructor(runId: string) {
@@ -33,7 +34,7 @@ export class RunTracker {
         ...this.current,
         ...patch,
         updatedAt: now.toISOString(),
-        leaseUntil: new Date(now.getTime() + this.leaseSeconds * 1000).toISOString(),
+        leaseUntil: leaseFrom(now, this.leaseSeconds),
       };
       try {
         this.current = await this.lineage.updateRun(record);

@@ -25,9 +25,9 @@ import { BlobSASPermissions, generateBlobSASQueryParameters, type PageBlobClient
 import type { StorageClients } from "../azure/clients";
 import { describeStorageError, errorInfo, isNotFound } from "../azure/errors";
 import { withRetry, type RetryPolicy } from "../azure/retry";
-import { blobLocation, parseAccountUrl, type BlobLocation } from "../azure/urls";
+import { blobLocation, type BlobLocation } from "../azure/urls";
 import { checkDiskId, InputError, requireDisk } from "../backup/disks";
-import { diskLocations, retryPolicy, type EngineDeps } from "../backup/run";
+import { diskLocations, pointIdOf, retryPolicy, type EngineDeps } from "../backup/run";
 import { DISK_TAG, RUN_TAG } from "../backup/snapshots";
 import { forEachBounded } from "../concurrency";
 import { downloadRange, validRangesSegment } from "../diff";
@@ -200,12 +200,7 @@ export async function restoreAsNewDisk(
       options.name ? `--name: ${nameProblem}` : `${nameProblem}; choose a shorter one with --name`,
     ]);
   }
-  const { source } = diskLocations(disk);
-  const pointBackup = blobLocation(
-    parseAccountUrl(disk.backupAccountUrl, "backup account URL"),
-    disk.backupContainer,
-    disk.backupBlob,
-  );
+  const { source, backup: pointBackup } = diskLocations(disk);
   const newDisk = newDiskLocation(source, name);
   const newBackup = blobLocation(pointBackup, pointBackup.container, name);
 
@@ -313,7 +308,7 @@ export async function restoreAsNewDisk(
 
       // 4. Register: the last step, and the one that makes the restore visible.
       const at = now().toISOString();
-      const pointId = runId.replace(/^r-/, "p-");
+      const pointId = pointIdOf(runId);
       const record: DiskRecord = {
         id: name,
         sourceUrl: newDisk.url,

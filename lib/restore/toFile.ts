@@ -17,9 +17,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { errorInfo, isNotFound } from "../azure/errors";
 import { withRetry } from "../azure/retry";
-import { blobLocation, parseAccountUrl } from "../azure/urls";
 import { InputError, requireDisk } from "../backup/disks";
-import { retryPolicy, type EngineDeps } from "../backup/run";
+import { diskLocations, retryPolicy, type EngineDeps } from "../backup/run";
 import { forEachBounded } from "../concurrency";
 import { downloadRange, validRangesSegment } from "../diff";
 import { chunksOf, segments } from "../ranges";
@@ -150,11 +149,7 @@ export async function restoreToFile(
   }
 
   async function readHeld(): Promise<RestoreToFileResult> {
-    const backup = blobLocation(
-      parseAccountUrl(disk.backupAccountUrl, "backup account URL"),
-      disk.backupContainer,
-      disk.backupBlob,
-    );
+    const { backup } = diskLocations(disk);
     const source = deps.clients.pageBlob(backup, point.backupSnapshot);
     let size: number;
     try {
