@@ -20,8 +20,7 @@
  * real run sends them.
  */
 import type { TokenCredential } from "@azure/identity";
-import { intervalOf } from "./app/schedule";
-import type { DiskStatus, TimerTickReport } from "./app/timer";
+import { intervalMsOf, type DiskStatus, type TimerTickReport } from "./app/timer";
 import type { DiskRecord, RunRecord } from "./lineage/types";
 
 /** customEvents name of every finished run (succeeded or failed). */
@@ -125,8 +124,16 @@ interface Client {
 /** Error texts are kept short: App Insights truncates properties at 8 KiB and a stack adds nothing here. */
 const MAX_TEXT = 1024;
 
+/** Custom dimensions without the empty ones (App Insights would store "" or "undefined"). */
+function presentOnly(props: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(Object.entries(props).filter(([, v]) => v !== undefined && v !== "")) as Record<
+    string,
+    string
+  >;
+}
+
 export function runEventProperties(run: RunRecord): Record<string, string> {
-  const props: Record<string, string | undefined> = {
+  return presentOnly({
     diskId: run.diskId,
     runId: run.id,
     kind: run.kind,
@@ -136,11 +143,7 @@ export function runEventProperties(run: RunRecord): Record<string, string> {
     error: run.error?.slice(0, MAX_TEXT),
     reason: run.reason?.slice(0, MAX_TEXT),
     restorePoint: run.restorePoint,
-  };
-  return Object.fromEntries(Object.entries(props).filter(([, v]) => v !== undefined && v !== "")) as Record<
-    string,
-    string
-  >;
+  });
 }
 
 export function runDurationSeconds(run: RunRecord): number {
@@ -162,18 +165,14 @@ export function runEventMeasurements(run: RunRecord, context?: RunContext): Reco
 }
 
 export function diskStatusProperties(status: DiskStatus): Record<string, string> {
-  const props: Record<string, string | undefined> = {
+  return presentOnly({
     diskId: status.diskId,
     stale: String(status.stale),
     action: status.action,
     runId: status.runId,
     newestPointAt: status.newestPointAt,
     lastSuccessAt: status.lastSuccessAt,
-  };
-  return Object.fromEntries(Object.entries(props).filter(([, v]) => v !== undefined && v !== "")) as Record<
-    string,
-    string
-  >;
+  });
 }
 
 export function diskStatusMeasurements(status: DiskStatus): Record<string, number> {
@@ -350,13 +349,11 @@ export function reportRunEnded(
   return (run, disk) => {
     const telemetry = getTelemetry(env);
     if (telemetry === NO_TELEMETRY) return;
-    let intervalMinutes = disk.intervalMinutes;
-    if (intervalMinutes === undefined) {
-      try {
-        intervalMinutes = Math.round(intervalOf(schedule) / 60_000);
-      } catch {
-        // A bad schedule is the timer's error to report; the alert then uses the deployment's default.
-      }
+    let intervalMinutes: number | undefined;
+    try {
+      intervalMinutes = Math.round(intervalMsOf(disk, schedule) / 60_000);
+    } catch {
+      // A bad schedule is the timer's error to report; the alert then uses the deployment's default.
     }
     telemetry.runEnded(run, { intervalMinutes });
   };
