@@ -16,7 +16,7 @@ import {
   type AccountLocation,
   type BlobLocation,
 } from "../azure/urls";
-import { ConflictError, type DiskRecord } from "../lineage/types";
+import { retryOnConflict, type DiskRecord } from "../lineage/types";
 import { checkRetainCount, DEFAULT_POLICY } from "../retention/policy";
 import { retryPolicy, type EngineDeps } from "./run";
 
@@ -201,13 +201,9 @@ export async function setRetention(deps: EngineDeps, id: string, input: Retentio
     problems.push(`nothing to set: give at least one of ${Object.values(RETENTION_OPTIONS).join(", ")}`);
   }
   if (problems.length) throw new InputError(problems);
-  for (let attempt = 1; ; attempt++) {
+  // A run's heartbeat or seal may change the row between the read and the write: then read again.
+  return retryOnConflict(SET_RETENTION_ATTEMPTS, async () => {
     const disk = await requireDisk(deps, id);
-    try {
-      return await deps.lineage.updateDisk({ ...disk, ...values });
-    } catch (err) {
-      // A run's heartbeat or seal changed the row since it was read: read again, apply again.
-      if (!(err instanceof ConflictError) || attempt >= SET_RETENTION_ATTEMPTS) throw err;
-    }
-  }
+    return deps.lineage.updateDisk({ ...disk, ...values });
+  });
 }

@@ -145,6 +145,21 @@ export class ConflictError extends Error {
   }
 }
 
+/**
+ * Runs `attempt` (read a row, decide, write it under the ETag it was read with) again while it
+ * fails with a ConflictError, at most `attempts` times in all; then the conflict is rethrown.
+ * Any other error is rethrown at once.
+ */
+export async function retryOnConflict<T>(attempts: number, attempt: () => Promise<T>): Promise<T> {
+  for (let n = 1; ; n++) {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (!(err instanceof ConflictError) || n >= attempts) throw err;
+    }
+  }
+}
+
 /** The lineage store. Guarantees: partition per disk; runs and points listed newest first; every update of an existing row is conditional on the ETag it was read with, and fails with ConflictError otherwise. */
 export interface Lineage {
   /** Creates tables if missing (a no-op when they exist). */

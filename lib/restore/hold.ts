@@ -15,7 +15,7 @@
 import { errorInfo } from "../azure/errors";
 import { InputError } from "../backup/disks";
 import type { EngineDeps } from "../backup/run";
-import { ConflictError, type RestorePointRecord } from "../lineage/types";
+import { ConflictError, retryOnConflict, type RestorePointRecord } from "../lineage/types";
 
 /**
  * How long one hold lasts without renewal. Renewed every third of it, so two failed renewals in
@@ -46,7 +46,7 @@ async function extend(
   holdMs: number,
 ): Promise<{ until: string; found?: string }> {
   const now = deps.now ?? (() => new Date());
-  for (let attempt = 1; ; attempt++) {
+  return retryOnConflict(ATTEMPTS, async () => {
     const current = await deps.lineage.getPoint(point.diskId, point.id);
     if (!current) {
       throw new InputError([`restore point ${point.id} of disk ${point.diskId} no longer exists`]);
@@ -57,13 +57,9 @@ async function extend(
       current.readingUntil && Date.parse(current.readingUntil) > Date.parse(mine)
         ? current.readingUntil
         : mine;
-    try {
-      await deps.lineage.updatePoint({ ...current, readingUntil: until });
-      return { until, found: current.readingUntil };
-    } catch (err) {
-      if (!(err instanceof ConflictError) || attempt >= ATTEMPTS) throw err;
-    }
-  }
+    await deps.lineage.updatePoint({ ...current, readingUntil: until });
+    return { until, found: current.readingUntil };
+  });
 }
 
 /** Takes a hold on `point` for `reader` (a phrase for log lines, e.g. "restore to /tmp/x.img"). */

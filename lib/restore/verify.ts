@@ -32,7 +32,7 @@ import { requireDisk } from "../backup/disks";
 import { answersDiffsWrongly, diskLocations, retryPolicy, type EngineDeps } from "../backup/run";
 import { forEachBounded } from "../concurrency";
 import { downloadRange, serviceDiffSegment, validRangesSegment } from "../diff";
-import { ConflictError, type DiskRecord, type RestorePointRecord } from "../lineage/types";
+import { retryOnConflict, type DiskRecord, type RestorePointRecord } from "../lineage/types";
 import {
   chunksOf,
   differingPages,
@@ -483,17 +483,11 @@ async function updatePointRow(
   point: RestorePointRecord,
   changes: Partial<RestorePointRecord>,
 ): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
+  await retryOnConflict(ROW_UPDATE_ATTEMPTS, async () => {
     const current = await deps.lineage.getPoint(point.diskId, point.id);
     // Retention deleted it meanwhile: there is nothing left to record on.
-    if (!current) return;
-    try {
-      await deps.lineage.updatePoint({ ...current, ...changes });
-      return;
-    } catch (err) {
-      if (!(err instanceof ConflictError) || attempt >= ROW_UPDATE_ATTEMPTS) throw err;
-    }
-  }
+    if (current) await deps.lineage.updatePoint({ ...current, ...changes });
+  });
 }
 
 export interface VerifyOptions {

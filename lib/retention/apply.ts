@@ -21,7 +21,7 @@ import { withRetry } from "../azure/retry";
 import { requireDisk } from "../backup/disks";
 import { diskLocations, retryPolicy, type EngineDeps } from "../backup/run";
 import { deleteSnapshot } from "../backup/snapshots";
-import { ConflictError, type RestorePointRecord } from "../lineage/types";
+import { retryOnConflict, type RestorePointRecord } from "../lineage/types";
 import { pointTime } from "../restore/points";
 import { deleteDigests } from "../restore/verify";
 import {
@@ -138,18 +138,14 @@ async function markForDeletion(
   pointId: string,
   now: () => Date,
 ): Promise<{ point: RestorePointRecord } | { spare: string } | undefined> {
-  for (let attempt = 1; ; attempt++) {
+  return retryOnConflict(MARK_ATTEMPTS, async () => {
     const current = await deps.lineage.getPoint(diskId, pointId);
     if (!current) return undefined;
     if (current.deletingSince) return { point: current }; // an earlier apply marked it and stopped
     const spare = spareReason(current, now());
     if (spare) return { spare };
-    try {
-      return { point: await deps.lineage.updatePoint({ ...current, deletingSince: now().toISOString() }) };
-    } catch (err) {
-      if (!(err instanceof ConflictError) || attempt >= MARK_ATTEMPTS) throw err;
-    }
-  }
+    return { point: await deps.lineage.updatePoint({ ...current, deletingSince: now().toISOString() }) };
+  });
 }
 
 /**
