@@ -15,6 +15,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { ensureBuilt, HOST } from "../support/build";
+import { runScript } from "../support/processes";
 import {
   backupAccountUrl,
   createDisk,
@@ -88,17 +89,6 @@ async function waitFor<T>(
       );
     await new Promise((r) => setTimeout(r, 100));
   }
-}
-
-function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cli, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("exit", (code) => resolve({ code, stdout, stderr }));
-  });
 }
 
 async function api(
@@ -182,16 +172,11 @@ beforeAll(async () => {
   };
   disk = await createDisk(512 * MiB);
   await writeRandom(disk.client, 0, CHANGED);
-  const added = await runCli([
-    "disk",
-    "add",
-    diskId,
-    "--source",
-    disk.url,
-    "--backup-account",
-    backupAccountUrl(),
-    "--json",
-  ]);
+  const added = await runScript(
+    cli,
+    ["disk", "add", diskId, "--source", disk.url, "--backup-account", backupAccountUrl(), "--json"],
+    env,
+  );
   expect(added.stderr).toBe("");
   expect(added.code).toBe(0);
 

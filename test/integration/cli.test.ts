@@ -6,7 +6,6 @@
  * problem; two backups of one disk at once give one run and one "busy" naming it (exit 3); the
  * embedded state survives between commands; and no account key ever reaches stdout or stderr.
  */
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -26,70 +25,26 @@ import {
   type TestDisk,
 } from "../support/disks";
 import { ensureBuilt, MAIN, ROOT, WALKTHROUGH } from "../support/build";
-
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Every key the test storage knows; none may appear in any output. */
-function knownKeys(): string[] {
-  return Object.values(testStorage().keys);
-}
-
-function expectNoKeys(result: Result, keys: string[], what: string): void {
-  for (const key of keys) {
-    // Report which output leaked, never the key itself.
-    if (result.stdout.includes(key)) throw new Error(`an account key appeared on stdout of ${what}`);
-    if (result.stderr.includes(key)) throw new Error(`an account key appeared on stderr of ${what}`);
-  }
-  expect(`${result.stdout}${result.stderr}`).not.toMatch(/AccountKey=/i);
-}
+import { expectNoKeys, json, runScript, type Result } from "../support/processes";
 
 let scratch: string;
 
-/** Runs a script of dist/ with exactly `env` (plus PATH and HOME): nothing leaks in from the developer's shell. */
+/** Runs a script of dist/ with exactly `env`, in the scratch folder unless told otherwise. */
 function node(
   script: string,
   args: string[],
   env: NodeJS.ProcessEnv,
   options: { cwd?: string; secrets?: string[] } = {},
 ): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script, ...args], {
-      cwd: options.cwd ?? scratch,
-      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? scratch, ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => {
-      const result = { code, stdout, stderr };
-      try {
-        expectNoKeys(
-          result,
-          [...knownKeys(), ...(options.secrets ?? [])],
-          `${path.basename(script)} ${args.join(" ")}`,
-        );
-        resolve(result);
-      } catch (err) {
-        reject(err);
-      }
-    });
+  return runScript(script, args, env, {
+    home: process.env.HOME ?? scratch,
+    ...options,
+    cwd: options.cwd ?? scratch,
   });
 }
 
 function cli(args: string[], env: NodeJS.ProcessEnv, options?: { cwd?: string; secrets?: string[] }) {
   return node(MAIN, args, env, options);
-}
-
-function json<T>(result: Result): T {
-  if (result.code !== 0) throw new Error(`exit ${result.code}: ${result.stderr}`);
-  return JSON.parse(result.stdout) as T;
 }
 
 interface RunJson {

@@ -5,7 +5,6 @@
  * naming the range; prune --dry-run deletes nothing and prune deletes what it listed; every kind
  * of bad input exits 2 with a message naming the problem and changes nothing.
  */
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -13,7 +12,8 @@ import { openEngine, type Engine } from "../../lib/engine";
 import { silentLogger } from "../../lib/backup/run";
 import { PAGE_SIZE } from "../../lib/ranges";
 import { ensureBuilt, MAIN } from "../support/build";
-import { BACKUP_ACCOUNT, testStorage, uniqueName } from "../support/testEnv";
+import { json, runScript, type Result } from "../support/processes";
+import { BACKUP_ACCOUNT, uniqueName } from "../support/testEnv";
 import {
   backupAccountUrl,
   createDisk,
@@ -25,41 +25,12 @@ import {
   type TestDisk,
 } from "../support/disks";
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 let env: NodeJS.ProcessEnv;
 let engine: Engine;
 let scratch: string;
 
 function cli(args: string[]): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], {
-      cwd: scratch,
-      env: { PATH: process.env.PATH ?? "", HOME: scratch, ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => {
-      for (const key of Object.values(testStorage().keys)) {
-        if (`${stdout}${stderr}`.includes(key))
-          reject(new Error(`an account key appeared in the output of ${args[0]}`));
-      }
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-function json<T>(result: Result): T {
-  if (result.code !== 0) throw new Error(`exit ${result.code}: ${result.stderr}`);
-  return JSON.parse(result.stdout) as T;
+  return runScript(MAIN, args, env, { cwd: scratch, home: scratch });
 }
 
 interface DiskJson {
