@@ -112,10 +112,6 @@ function invocations(p: Proc, fn: "chunks" | "backupRequests"): { started: numbe
   };
 }
 
-function chunkInvocations(p: Proc): { started: number; finished: number } {
-  return invocations(p, "chunks");
-}
-
 /** True while a process is in the middle of an invocation of `fn`. */
 function busyWith(p: Proc, fn: "chunks" | "backupRequests"): boolean {
   const c = invocations(p, fn);
@@ -214,7 +210,7 @@ test("an HTTP backup fans out to the host and two workers and seals one byte-ide
   await expectPointEqualsSource(disk, run);
 
   // The work was shared: chunk batches ran in at least two processes.
-  const copiers = procs.filter((p) => chunkInvocations(p).finished > 0);
+  const copiers = procs.filter((p) => invocations(p, "chunks").finished > 0);
   expect(copiers.length).toBeGreaterThanOrEqual(2);
 
   // The run history shows it with its numbers.
@@ -237,7 +233,7 @@ test("a worker killed in the middle of a chunk batch: its message comes back and
   const location = await requestBackup(diskId);
 
   const workers = procs.filter((p) => p.name.startsWith("worker"));
-  const before = new Map(workers.map((w) => [w.name, chunkInvocations(w).finished]));
+  const before = new Map(workers.map((w) => [w.name, invocations(w, "chunks").finished]));
   // The victim copies a batch and is not the planner. Killing the planner too is another
   // scenario (fanout.test.ts): its successor replans by compare from the last checkpoint, skips
   // what the dead planner's batches already wrote, and the run counts only its own plan, so the
@@ -249,7 +245,7 @@ test("a worker killed in the middle of a chunk batch: its message comes back and
   );
   victim.child.kill("SIGKILL");
   await victim.exited;
-  expect(chunkInvocations(victim).finished).toBeGreaterThanOrEqual(before.get(victim.name) ?? 0);
+  expect(invocations(victim, "chunks").finished).toBeGreaterThanOrEqual(before.get(victim.name) ?? 0);
 
   const run = await finished(location);
   expect(run).toMatchObject({
