@@ -8,14 +8,27 @@
  * put in an error (URLs, headers) can reach a caller.
  */
 import type { HttpRequest, HttpResponseInit, InvocationContext } from "@azure/functions";
-import { UrlError } from "../lib/azure/urls";
-import { InputError } from "../lib/backup/disks";
-import { ConfigError } from "../lib/config";
-import { BusyError, ConflictError, NotFoundError } from "../lib/lineage/types";
 import * as api from "../lib/app/api";
-import { MessageError } from "../lib/app/queues";
+import type { App } from "../lib/app/context";
 import { defineFunctions } from "../lib/app/register";
-import { appFor, type App } from "../lib/app/runtime";
+import { appFor } from "../lib/compose/runtime";
+import { ConfigError } from "../lib/config/settings";
+import { BusyError, ConflictError, InputError, IntegrityError, NotFoundError, renderProblem, type FieldWords } from "../lib/core/errors";
+import { MessageError } from "../lib/queues/messages";
+
+/** How the HTTP API names a field: as the body field it is, or as the part of the URL. */
+export const httpWords: FieldWords = (field) => {
+  switch (field) {
+    case "diskId":
+      return "the disk id in the URL";
+    case "runId":
+      return "the run id in the URL";
+    case "limit":
+      return "query parameter limit";
+    default:
+      return `"${field}"`;
+  }
+};
 
 /** Every body this API takes is a few hundred bytes; the queue's own message limit is 64 KiB too. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -83,20 +96,24 @@ function json(status: number, body: unknown, headers?: Record<string, string>): 
 /** Maps an error to its answer; the only place that decides which failures a caller may read. */
 export function errorResponse(err: unknown, context: InvocationContext): HttpResponseInit {
   if (err instanceof RequestError) return json(err.status, { error: err.message });
-  if (err instanceof InputError) return json(400, { error: err.message, problems: err.problems });
-  if (err instanceof UrlError || err instanceof ConfigError || err instanceof MessageError) {
-    return json(400, { error: err.message });
+  if (err instanceof InputError) {
+    return json(400, {
+      error: err.render(httpWords),
+      problems: err.problems.map((p) => ({ field: p.field, message: renderProblem({ ...p, field: undefined }, httpWords) })),
+    });
   }
-  if (err instanceof NotFoundError) return json(404, { error: err.message });
+  if (err instanceof ConfigError || err instanceof MessageError) return json(400, { error: err.message });
+  if (err instanceof NotFoundError) return json(404, { error: err.render(httpWords) });
   if (err instanceof BusyError) {
     const location = api.runLocation(err.diskId, err.activeRunId);
     return json(
       409,
-      { error: err.message, activeRunId: err.activeRunId, leaseUntil: err.leaseUntil, location },
+      { error: `${err.message}; poll ${location}`, activeRunId: err.activeRunId, holder: err.holder, until: err.until, location },
       { Location: location },
     );
   }
   if (err instanceof ConflictError) return json(409, { error: err.message });
+  if (err instanceof IntegrityError) return json(409, { error: err.render(httpWords) });
   context.error(`${context.functionName} failed: ${(err as Error)?.stack ?? String(err)}`);
   return json(500, {
     error: `internal error; the function's log has the detail (invocation ${context.invocationId})`,
@@ -125,6 +142,8 @@ export const listDisks = handler(async (app) => json(200, await api.listDisks(ap
 
 export const getDisk = handler(async (app, request) => json(200, await api.getDisk(app, request.params.id)));
 
+export const changeDisk = handler(async (app, request) => json(200, await api.changeDisk(app, request.params.id, await readJson(request))));
+
 export const startBackup = handler(async (app, request) => {
   const started = await api.startBackup(app, request.params.id, await readJson(request));
   return json(202, started, { Location: started.location });
@@ -151,6 +170,7 @@ export const functions = defineFunctions([
   { kind: "http", name: "registerDisk", route: "disks", methods: ["POST"], handler: registerDisk },
   { kind: "http", name: "listDisks", route: "disks", methods: ["GET"], handler: listDisks },
   { kind: "http", name: "getDisk", route: "disks/{id}", methods: ["GET"], handler: getDisk },
+  { kind: "http", name: "changeDisk", route: "disks/{id}", methods: ["PATCH"], handler: changeDisk },
   { kind: "http", name: "startBackup", route: "disks/{id}/backups", methods: ["POST"], handler: startBackup },
   { kind: "http", name: "listRuns", route: "disks/{id}/runs", methods: ["GET"], handler: listRuns },
   { kind: "http", name: "getRun", route: "disks/{id}/runs/{runId}", methods: ["GET"], handler: getRun },

@@ -5,9 +5,9 @@
  */
 import type { InvocationContext } from "@azure/functions";
 import { handleBackupRequest, handleChunkMessage, handlePoisonMessage } from "../lib/app/backups";
-import { decodeBackupRequest, decodeChunkMessage, poisonQueue, QUEUES } from "../lib/app/queues";
+import { decodeBackupRequest, decodeChunkMessage, poisonQueue, QUEUES } from "../lib/queues/messages";
 import { defineFunctions } from "../lib/app/register";
-import { appFor } from "../lib/app/runtime";
+import { appFor } from "../lib/compose/runtime";
 
 export async function backupRequestTrigger(message: unknown, context: InvocationContext): Promise<void> {
   await handleBackupRequest(await appFor(context), decodeBackupRequest(message));

@@ -7,10 +7,10 @@
  * every delivery reaches the poison queue, whose function logs it as an error naming the request.
  */
 import type { InvocationContext } from "@azure/functions";
-import { decodeRestoreRequest, poisonQueue, QUEUES } from "../lib/app/queues";
+import { decodeRestoreRequest, poisonQueue, QUEUES } from "../lib/queues/messages";
 import { defineFunctions } from "../lib/app/register";
 import { handleRestorePoison, handleRestoreRequest } from "../lib/app/restores";
-import { appFor } from "../lib/app/runtime";
+import { appFor } from "../lib/compose/runtime";
 
 export async function restoreRequest(message: unknown, context: InvocationContext): Promise<void> {
   const request = decodeRestoreRequest(message);

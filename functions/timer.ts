@@ -5,7 +5,7 @@
  */
 import type { InvocationContext, Timer } from "@azure/functions";
 import { defineFunctions } from "../lib/app/register";
-import { appFor } from "../lib/app/runtime";
+import { appFor } from "../lib/compose/runtime";
 import { onTimer } from "../lib/app/timer";
 
 export async function backupTimer(timer: Timer, context: InvocationContext): Promise<void> {

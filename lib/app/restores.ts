@@ -1,28 +1,31 @@
 /**
  * Restores as the app runs them: a request is checked and resolved at once (the disk exists, the
- * point spec names one restore point, the new disk's name is valid and free), then queued, because
- * a restore copies a whole disk and outlives an HTTP answer; the restore-requests worker runs it.
- * Guarantees: the message carries the resolved point id and name, so a backup sealed meanwhile
- * does not change what `latest` restores; delivery is at-least-once, and a message whose restore
- * already registered its disk is acknowledged without copying again; bad input is refused with a
- * 4xx before anything is queued; a restore that can never succeed is logged with its reason and
- * not retried, while a transient failure is rethrown for the host to retry. Problems are worded
- * as the engine words them (CLI options); the HTTP layer renames them to body fields.
+ * point spec names one restore point, the new disk's name is valid and free, the point is not
+ * recorded as damaged), then queued, because a restore copies a whole disk and outlives an HTTP
+ * answer; the restore-requests worker runs it. One id per restore (`rs-…`): the request, its log
+ * lines and the restored disk's first run. Guarantees: the message carries the resolved point id
+ * and name, so a backup sealed meanwhile does not change what `latest` restores; delivery is
+ * at-least-once, and a message whose restore already registered its disk is acknowledged without
+ * copying again; bad input is refused with a 4xx before anything is queued; a restore that can
+ * never succeed is logged with its reason and not retried, while a transient failure is rethrown
+ * for the host to retry.
  */
-import { errorInfo } from "../azure/errors";
-import { checkDiskId, InputError } from "../backup/disks";
-import { newId, timeOfId } from "../lineage/ids";
-import { ConflictError, NotFoundError, type RestorePointRecord } from "../lineage/types";
+import { ConflictError, InputError, IntegrityError, messageOf } from "../core/errors";
+import { checkDiskId, requireDisk } from "../disks/register";
+import { newId } from "../lineage/ids";
+import type { RestorePointRecord } from "../lineage/types";
+import { decodeRestoreRequest, QUEUES, type RestoreRequestMessage } from "../queues/messages";
+import { checkNotDamaged } from "../restore/integrity";
 import { selectPoint } from "../restore/points";
 import { defaultRestoreName, restoreAsNewDisk, type RestoreResult } from "../restore/restore";
-import { decodeRestoreRequest, QUEUES, type RestoreRequestMessage } from "./queues";
-import type { App } from "./runtime";
+import type { App } from "./context";
 
 export interface RestoreRequestInput {
-  /** A restore point id, `latest`, or an ISO time (see selectPoint). */
-  point: string;
+  /** A restore point id, `latest` (the default), or an ISO time (see selectPoint). */
+  point?: string;
   name?: string;
   overwrite?: boolean;
+  allowDamaged?: boolean;
 }
 
 export interface RestoreRequested {
@@ -31,52 +34,22 @@ export interface RestoreRequested {
   point: RestorePointRecord;
 }
 
-/** What a point spec is meant to be; a well-formed spec that finds nothing is a 404, a malformed one a 400. */
-function specIsWellFormed(spec: string): boolean {
-  const s = spec.trim();
-  if (s === "latest" || /^p-\d{8}T\d{9}Z-[0-9a-f]{6}$/.test(s)) return true;
-  return /^\d{4}-\d{2}-\d{2}/.test(s) && Number.isFinite(Date.parse(s));
-}
-
-async function resolvePoint(app: App, diskId: string, spec: string): Promise<RestorePointRecord> {
-  try {
-    return await selectPoint(app.lineage, diskId, spec);
-  } catch (err) {
-    if (err instanceof InputError && specIsWellFormed(spec)) throw new NotFoundError(err.message);
-    throw err;
-  }
-}
-
-export async function requestRestore(
-  app: App,
-  diskId: string,
-  input: RestoreRequestInput,
-): Promise<RestoreRequested> {
-  const idProblem = checkDiskId(diskId);
-  if (idProblem) throw new InputError([idProblem]);
-  if (!(await app.lineage.getDisk(diskId))) {
-    throw new NotFoundError(`disk ${diskId} is not registered; see GET /api/disks`);
-  }
-  const point = await resolvePoint(app, diskId, input.point);
+export async function requestRestore(app: App, diskId: string, input: RestoreRequestInput): Promise<RestoreRequested> {
+  await requireDisk(app, diskId);
+  const point = await selectPoint(app.lineage, diskId, input.point ?? "latest");
+  checkNotDamaged(point, input.allowDamaged);
   const name = input.name ?? defaultRestoreName(diskId, point);
   const nameProblem = checkDiskId(name);
-  if (nameProblem) {
-    throw new InputError([
-      input.name !== undefined
-        ? `--name: ${nameProblem}`
-        : `${nameProblem}; choose a shorter one with --name`,
-    ]);
-  }
+  if (nameProblem) throw InputError.field("name", input.name !== undefined ? nameProblem : `${nameProblem}; choose a shorter one with {{name}}`);
   // The worker checks again (a disk may be registered meanwhile); this answers the common case now.
-  if (await app.lineage.getDisk(name)) {
-    throw new ConflictError(`disk ${name} is already registered; choose another "name"`);
-  }
-  const requestId = newId((app.now ?? (() => new Date()))(), "rq");
+  if (await app.lineage.getDisk(name)) throw new ConflictError(`disk ${name} is already registered; choose another name`);
+  const requestId = newId(app.now(), "rs");
   const message: RestoreRequestMessage = {
     diskId,
     point: point.id,
     name,
     overwrite: input.overwrite ? true : undefined,
+    allowDamaged: input.allowDamaged ? true : undefined,
     requestId,
   };
   await app.queues.send(QUEUES.restoreRequests, message);
@@ -91,27 +64,16 @@ export type RestoreOutcome =
 
 /**
  * Runs one queued restore. A redelivered message whose restore already registered its disk is
- * done: the disk was registered after the request (its createdAt is not older than the request
- * id's time) and backs up to the blob this restore promotes (the name, beside the point's backup
- * blob). A disk of that name registered otherwise is not this restore's, and the restore is refused.
+ * done: the disk of that name was made by this very restore (its first run has the restore's id).
+ * A disk of that name registered otherwise is not this restore's, and the restore is refused.
  */
 export async function handleRestoreRequest(app: App, msg: RestoreRequestMessage): Promise<RestoreOutcome> {
   const label = `restore ${msg.requestId} (disk ${msg.diskId} point ${msg.point} as ${msg.name ?? "default name"})`;
   if (msg.name) {
     const target = await app.lineage.getDisk(msg.name);
-    const source = await app.lineage.getDisk(msg.diskId);
-    if (target) {
-      const requestedAt = timeOfId(msg.requestId).getTime();
-      const ours =
-        source !== undefined &&
-        Date.parse(target.createdAt) >= requestedAt &&
-        target.backupAccountUrl === source.backupAccountUrl &&
-        target.backupContainer === source.backupContainer &&
-        target.backupBlob === msg.name;
-      if (ours) {
-        app.log.info(`${label}: already done, disk ${msg.name} is registered`);
-        return { status: "already-restored", diskId: msg.name };
-      }
+    if (target && target.lastRunId === msg.requestId) {
+      app.log.info(`${label}: already done, disk ${msg.name} is registered`);
+      return { status: "already-restored", diskId: msg.name };
     }
   }
   try {
@@ -119,17 +81,19 @@ export async function handleRestoreRequest(app: App, msg: RestoreRequestMessage)
       point: msg.point,
       name: msg.name,
       overwrite: msg.overwrite,
+      allowDamaged: msg.allowDamaged,
+      restoreId: msg.requestId,
     });
     app.log.info(`${label}: restored as disk ${result.diskId} (${result.size} bytes)`);
     return { status: "restored", result };
   } catch (err) {
-    // The same input fails the same way on every delivery: say why once instead of five times.
-    if (err instanceof InputError) {
-      const reason = err.message;
+    // The same input (or the same damaged point) fails the same way on every delivery: say why once.
+    if (err instanceof InputError || err instanceof IntegrityError || (err as Error).name === "NotFoundError") {
+      const reason = (err as Error).message;
       app.log.error(`${label} failed: ${reason}`);
       return { status: "refused", reason };
     }
-    app.log.error(`${label} failed, the host will retry: ${errorInfo(err).message}`);
+    app.log.error(`${label} failed, the host will retry: ${messageOf(err)}`);
     throw err;
   }
 }
@@ -145,7 +109,7 @@ export function handleRestorePoison(app: App, queue: string, raw: unknown): void
   try {
     msg = decodeRestoreRequest(raw);
   } catch (err) {
-    app.log.error(`a message on ${queue} is not a restore request (${errorInfo(err).message}); dropped`);
+    app.log.error(`a message on ${queue} is not a restore request (${messageOf(err)}); dropped`);
     return;
   }
   app.log.error(

@@ -6,14 +6,22 @@
  * naming that run; one disk's failure is logged and never stops the others. `nextDueAt` and
  * `isStale` use the same arithmetic, so what GET /api/disks reports is what the timer will do.
  */
-import type { Timer } from "@azure/functions";
-import type { Logger } from "../backup/run";
-import { forEachBounded } from "../concurrency";
-import { BusyError, type DiskRecord } from "../lineage/types";
-import { pointTimeIso } from "../restore/points";
+import { parseSchedule, type Schedule } from "../config/schedule";
+import { forEachBounded } from "../core/concurrency";
+import { BusyError } from "../core/errors";
+import type { Logger } from "../core/logger";
+import { pointTimeIso, type DiskRecord } from "../lineage/types";
 import { requestBackup } from "./backups";
-import type { App } from "./runtime";
-import { parseSchedule, type Schedule } from "./schedule";
+import type { App } from "./context";
+import type { DiskStatus, DiskTickAction, TimerSummary } from "./timerReport";
+
+export type { DiskStatus, DiskTickAction, TimerSummary, TimerTickReport } from "./timerReport";
+
+/** What the timer trigger hands over (the Functions host's Timer, or the local host's). */
+export interface Timer {
+  isPastDue: boolean;
+  scheduleStatus?: { last?: string; next?: string; lastUpdated?: string } | null;
+}
 
 const MINUTE_MS = 60 * 1000;
 
@@ -94,8 +102,10 @@ export function nextDueAt(disk: DiskRecord, schedule: string | Schedule, now: Da
 }
 
 /**
- * True when the newest restore point is older than twice the disk's interval: at least two windows
- * were missed. A disk without any point is stale once it has been registered that long.
+ * True when the disk was last proved protected more than twice its interval ago: its newest
+ * restore point, or a later backup that found nothing changed (that run proved the newest point
+ * still equals the disk), is that old — at least two windows were missed. A disk without any point
+ * is stale once it has been registered that long.
  */
 export function isStale(
   disk: DiskRecord,
@@ -103,49 +113,11 @@ export function isStale(
   schedule: string | Schedule,
   now: Date,
 ): boolean {
-  const reference = timeOf(newestPointTime) ?? timeOf(disk.createdAt);
+  const point = timeOf(newestPointTime);
+  const success = point === undefined ? undefined : timeOf(disk.lastSuccessAt);
+  const reference = point === undefined ? timeOf(disk.createdAt) : Math.max(point, success ?? point);
   if (reference === undefined) return true;
   return now.getTime() - reference > STALE_INTERVALS * intervalMsOf(disk, schedule);
-}
-
-export interface TimerSummary {
-  /** Disks examined, and how many of them were due. */
-  disks: number;
-  due: number;
-  queued: { diskId: string; runId: string }[];
-  skipped: { diskId: string; activeRunId: string }[];
-  failed: { diskId: string; error: string }[];
-}
-
-/** What a tick did with one disk. */
-export type DiskTickAction = "queued" | "busy" | "failed" | "notDue";
-
-/**
- * One disk as a tick saw it: the numbers behind GET /api/disks' `intervalMinutes` and `stale`, by
- * the same functions and the same kind of input (the newest restore point's time), at the tick's
- * `now`. The stale-restore-point alert reads these (lib/telemetry.ts DISK_STATUS_EVENT).
- */
-export interface DiskStatus {
-  diskId: string;
-  intervalMinutes: number;
-  /** The newest restore point's time; undefined when the disk has none. */
-  newestPointAt?: string;
-  newestPointAgeMinutes?: number;
-  /** STALE_INTERVALS × intervalMinutes: the age past which `stale` is true. */
-  staleAfterMinutes: number;
-  stale: boolean;
-  lastSuccessAt?: string;
-  action: DiskTickAction;
-  /** The run queued by this tick, or the active run that made it skip the disk. */
-  runId?: string;
-}
-
-/** A completed tick, for the `timerTicked` hook (telemetry): sent only when the disks were listed. */
-export interface TimerTickReport {
-  at: string;
-  pastDue: boolean;
-  summary: TimerSummary;
-  statuses: DiskStatus[];
 }
 
 /**
@@ -230,7 +202,7 @@ export async function onTimer(app: App, timer: Timer, log: Logger): Promise<Time
   const disks = await app.lineage.listDisks();
   const due = dueDisks(disks, schedule, now);
   const summary: TimerSummary = { disks: disks.length, due: due.length, queued: [], skipped: [], failed: [] };
-  const report = app.hooks?.timerTicked;
+  const report = app.timerTicked;
   // Started now and awaited after the requests: the reads overlap the queuing. Never rejects.
   const newest = report ? newestPointTimes(app, disks) : undefined;
   await forEachBounded(due, REQUEST_CONCURRENCY, async (disk) => {
@@ -239,9 +211,7 @@ export async function onTimer(app: App, timer: Timer, log: Logger): Promise<Time
       summary.queued.push({ diskId: disk.id, runId: run.id });
     } catch (err) {
       if (err instanceof BusyError) {
-        log.warn(
-          `skipped disk ${disk.id}: run ${err.activeRunId} still active (owner ${err.owner}, lease until ${err.leaseUntil})`,
-        );
+        log.warn(`skipped disk ${disk.id}: run ${err.activeRunId} still active (held by ${err.holder} until ${err.until})`);
         summary.skipped.push({ diskId: disk.id, activeRunId: err.activeRunId });
         return;
       }

@@ -1,10 +1,11 @@
 /**
  * The JSON shapes of disks, runs and restore points, shared by the CLI's --json output and the
- * HTTP API, so a script written against one reads the other. Keys are stable; absent values are
- * left out (JSON.stringify drops undefined). No shape holds a credential: records never do, and
- * URLs are stored without SAS.
+ * HTTP API, so a script written against one reads the other, and the HTTP request bodies take the
+ * shapes these answers show (retention is `{keepLast, keepDaily, keepWeekly, keepMonthly}`
+ * everywhere). Keys are stable; absent values are left out (JSON.stringify drops undefined). No
+ * shape holds a credential: records never do, and URLs are stored without SAS.
  */
-import type { DiskRecord, RestorePointRecord, RunRecord } from "../lineage/types";
+import { pointTimeIso, type DiskRecord, type RestorePointRecord, type RunRecord } from "../lineage/types";
 import { policyOf } from "../retention/policy";
 
 export function runJson(run: RunRecord) {
@@ -33,7 +34,8 @@ export function runJson(run: RunRecord) {
 export function diskJson(d: DiskRecord) {
   return {
     id: d.id,
-    source: d.sourceUrl,
+    source: d.sourceDiskId ?? d.sourceUrl,
+    sourceKind: d.sourceDiskId ? "managed-disk" : "page-blob",
     backupAccount: d.backupAccountUrl,
     backupContainer: d.backupContainer,
     backupBlob: d.backupBlob,
@@ -41,11 +43,12 @@ export function diskJson(d: DiskRecord) {
     baseSnapshot: d.baseSnapshot,
     lastSuccessAt: d.lastSuccessAt,
     activeRun: d.activeRunId,
+    intervalMinutes: d.intervalMinutes,
     retention: retentionJson(d),
   };
 }
 
-/** A disk's retention policy with its defaults filled in, as `disk list` and the API show it. */
+/** A disk's retention policy with its defaults filled in, as every interface shows and takes it. */
 export function retentionJson(disk: DiskRecord) {
   const p = policyOf(disk);
   return { keepLast: p.last, keepDaily: p.daily, keepWeekly: p.weekly, keepMonthly: p.monthly };
@@ -57,6 +60,8 @@ export function pointJson(p: RestorePointRecord) {
     diskId: p.diskId,
     runId: p.runId,
     kind: p.kind,
+    /** When the disk looked like this: the one time of a point, in every view. */
+    time: pointTimeIso(p),
     createdAt: p.createdAt,
     size: p.size,
     backupSnapshot: p.backupSnapshot,
@@ -64,5 +69,6 @@ export function pointJson(p: RestorePointRecord) {
     backupUrl: p.backupUrl,
     verifiedAt: p.verifiedAt,
     verifyResult: p.verifyResult,
+    integrity: p.integrity,
   };
 }

@@ -7,26 +7,53 @@
  * has its base advanced before anything new starts.
  */
 import os from "node:os";
+import { BusyError, ConflictError, NotFoundError } from "../core/errors";
 import { newId } from "../lineage/ids";
-import {
-  BusyError,
-  ConflictError,
-  TERMINAL_STATES,
-  type DiskRecord,
-  type Lineage,
-  type RunRecord,
-  type RunTrigger,
-} from "../lineage/types";
+import { TERMINAL_STATES, type DiskRecord, type Lineage, type RunRecord, type RunTrigger } from "../lineage/types";
 
+/** What kind of process holds a run, for the busy message: set once by each entry point. */
+export type OwnerRole = "cli" | "host" | "worker" | "function";
+let processRole: OwnerRole = "cli";
+
+export function setOwnerRole(role: OwnerRole): void {
+  processRole = role;
+}
+
+/** Owner of a run that is claimed but not yet picked up by a backup-requests worker. */
+export const QUEUED_OWNER = "queued:0";
+
+/** This process as a run owner: `<role>@<host>:<pid>`. */
 export function ownerId(): string {
-  return `${os.hostname()}:${process.pid}`;
+  return `${processRole}@${os.hostname()}:${process.pid}`;
+}
+
+function parseOwner(owner: string): { role?: string; host: string; pid: number } {
+  const at = owner.indexOf("@");
+  const rest = at >= 0 ? owner.slice(at + 1) : owner;
+  const colon = rest.lastIndexOf(":");
+  return { role: at >= 0 ? owner.slice(0, at) : undefined, host: rest.slice(0, colon), pid: Number(rest.slice(colon + 1)) };
+}
+
+const ROLE_WORDS: Record<string, string> = {
+  cli: "a diskdelta command",
+  host: "the local Functions host (npm start)",
+  worker: "a diskdelta worker",
+  function: "a Functions instance",
+};
+
+/** Who holds a run, in words: "a diskdelta command (pid 4242 on host1)", "the backup queue (waiting for a worker)". */
+export function holderWords(owner: string): string {
+  if (owner === QUEUED_OWNER) return "the backup queue (waiting for a worker to pick it up)";
+  if (owner === "restore") return "a restore";
+  const { role, host, pid } = parseOwner(owner);
+  const who = ROLE_WORDS[role ?? ""] ?? "another process";
+  const here = host === os.hostname() ? "this host" : host;
+  return Number.isInteger(pid) && pid > 0 ? `${who} (pid ${pid} on ${here})` : who;
 }
 
 /** True when `owner` is a process on this host that no longer exists. */
 function ownerIsDeadHere(owner: string): boolean {
-  const colon = owner.lastIndexOf(":");
-  const host = owner.slice(0, colon);
-  const pid = Number(owner.slice(colon + 1));
+  const { host, pid } = parseOwner(owner);
   if (host !== os.hostname() || !Number.isInteger(pid) || pid <= 0) return false;
   if (pid === process.pid) return false;
   try {
@@ -107,7 +134,7 @@ export async function claimRun(ctx: ClaimContext, diskId: string, trigger: RunTr
   // Each pass either returns, throws, or changes a row under its ETag; a few passes settle any race.
   for (let pass = 0; pass < 8; pass++) {
     const disk = await ctx.lineage.getDisk(diskId);
-    if (!disk) throw new Error(`disk ${diskId} is not registered`);
+    if (!disk) throw new NotFoundError(`disk ${diskId} is not registered`, "diskId");
     try {
       if (disk.activeRunId) {
         const active = await ctx.lineage.getRun(diskId, disk.activeRunId);
@@ -118,7 +145,7 @@ export async function claimRun(ctx: ClaimContext, diskId: string, trigger: RunTr
         }
         if (!TERMINAL_STATES.includes(active.state)) {
           if (leaseHolds(active, ctx.now())) {
-            throw new BusyError(diskId, active.id, active.owner, active.leaseUntil);
+            throw new BusyError(diskId, active.id, holderWords(active.owner), active.leaseUntil);
           }
           ctx.log(`run ${active.id} of disk ${diskId} lost its holder (${active.owner}); resuming it`);
           const run = await ctx.lineage.updateRun({
@@ -133,7 +160,9 @@ export async function claimRun(ctx: ClaimContext, diskId: string, trigger: RunTr
         const released =
           active.state === "succeeded" && disk.baseSnapshot !== active.sourceSnapshot
             ? advancedDisk(disk, active)
-            : { ...disk, activeRunId: undefined, lastRunId: active.id };
+            : active.state === "unchanged"
+              ? { ...disk, activeRunId: undefined, lastRunId: active.id, lastSuccessAt: active.finishedAt ?? disk.lastSuccessAt }
+              : { ...disk, activeRunId: undefined, lastRunId: active.id };
         await ctx.lineage.updateDisk(released);
         continue;
       }

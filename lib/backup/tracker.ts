@@ -1,10 +1,14 @@
 /**
- * Holds the current run record and writes every change of it through one queue, under the ETag
- * of the previous write, so heartbeats and progress never overwrite each other. A ConflictError
- * means another process took the run over: the tracker turns it into LostRunError and every
- * later write fails the same way, so the run stops without touching anything else.
+ * The one writer of run rows. A RunTracker holds the current run record of the invocation that
+ * owns the run and writes every change of it through one queue, under the ETag of the previous
+ * write, so heartbeats and checkpoints never overwrite each other. A ConflictError means another
+ * process took the run over: the tracker turns it into LostRunError and every later write fails
+ * the same way, so the run stops without touching anything else. `guardedRunUpdate` is the same
+ * rule for an invocation that does not own the run (a chunk worker extending the lease, the one
+ * that moves it to sealing, a poison message failing it): read, decide, write under the ETag.
  */
-import { ConflictError, type Lineage, type RunRecord } from "../lineage/types";
+import { ConflictError } from "../core/errors";
+import type { Lineage, RunRecord } from "../lineage/types";
 import { leaseFrom } from "./claim";
 
 export class LostRunError extends Error {
@@ -51,11 +55,15 @@ export class RunTracker {
     return next;
   }
 
-  /** Renews the lease three times per lease period, carrying the latest counters to the run row. */
-  startHeartbeat(counters: () => Partial<RunRecord>): void {
+  /**
+   * Renews the lease three times per lease period. It carries no counters: the counters on the row
+   * are those of the last checkpoint, exactly what lies below it, so a run resumed from there
+   * counts as one never interrupted would.
+   */
+  startHeartbeat(): void {
     const period = Math.max(1000, (this.leaseSeconds * 1000) / 3);
     this.heartbeat = setInterval(() => {
-      this.update(counters()).catch(() => undefined);
+      this.update({}).catch(() => undefined);
     }, period);
     this.heartbeat.unref();
   }
@@ -67,4 +75,30 @@ export class RunTracker {
   get isLost(): boolean {
     return this.lost;
   }
+}
+
+/**
+ * Writes `decide(current)` over run `runId` under the ETag it was read with, again on a conflict
+ * (bounded). `decide` returns undefined to write nothing (the run moved on). Returns what was
+ * written, or undefined.
+ */
+export async function guardedRunUpdate(
+  lineage: Lineage,
+  diskId: string,
+  runId: string,
+  decide: (current: RunRecord) => Partial<RunRecord> | undefined,
+  attempts = 5,
+): Promise<RunRecord | undefined> {
+  for (let pass = 0; pass < attempts; pass++) {
+    const current = await lineage.getRun(diskId, runId);
+    if (!current) return undefined;
+    const patch = decide(current);
+    if (!patch) return undefined;
+    try {
+      return await lineage.updateRun({ ...current, ...patch });
+    } catch (err) {
+      if (!(err instanceof ConflictError)) throw err;
+    }
+  }
+  return undefined;
 }

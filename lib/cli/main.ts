@@ -1,233 +1,133 @@
 /**
  * The `diskdelta` command line. Every command has --help; --json prints machine-readable output
- * on stdout with stable keys; human output is a short table. Failures print one message naming
- * the problem and the fix on stderr and exit non-zero (1 for failed work, 2 for bad input).
+ * on stdout (and only that) with stable keys; human output is a short table. Failures print one
+ * message naming the problem and the fix on stderr, in the CLI's words (`--keep-last`, not a field
+ * name), and exit non-zero: 1 for failed work, 2 for bad input or configuration, 3 busy. `--help`,
+ * `--version` and a bad argument load no Azure SDK: each command's work is imported only when it
+ * runs (lib/cli/commands), so they answer as fast as Node starts.
  */
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
-import { addDisk, InputError, requireDisk } from "../backup/disks";
-import { backupDisk, type Logger } from "../backup/run";
-import { ConfigError } from "../config";
-import { openEngine, type Engine } from "../engine";
-import { BusyError, type RunRecord } from "../lineage/types";
-import { diskJson, pointJson, runJson } from "../app/views";
-import { UrlError } from "../azure/urls";
-import { formatBytes, ProgressBar } from "./progress";
-import { registerRestoreCommands } from "./restoreCommands";
-import { registerMaintenanceCommands, retentionFromOptions, retentionSummary } from "./maintenanceCommands";
-import { print, type GlobalOptions } from "./output";
-import { registerWorkerCommand } from "./workerCommand";
+import { exitCodeOf, InputError, KindError, messageOf } from "../core/errors";
+import type { GlobalOptions } from "./output";
+import { version } from "./version";
+import { cliWords } from "./words";
 
-/** Kept exported here for callers that imported it from the CLI before it moved to lib/app/views. */
-export { runJson };
-
-export function stderrLogger(verbose: boolean): Logger {
-  return {
-    info: (m) => {
-      if (verbose) process.stderr.write(`${m}\n`);
-    },
-    warn: (m) => process.stderr.write(`warning: ${m}\n`),
-    error: (m) => {
-      if (verbose) process.stderr.write(`error: ${m}\n`);
-    },
+function positiveInt(option: string) {
+  return (value: string) => {
+    if (!/^\d+$/.test(value) || Number(value) <= 0) throw new InputError([`${option} ${value} is not a positive whole number`]);
+    return Number(value);
   };
 }
 
-async function withEngine<T>(opts: GlobalOptions, work: (engine: Engine) => Promise<T>): Promise<T> {
-  const engine = await openEngine(stderrLogger(Boolean(opts.verbose)));
-  try {
-    return await work(engine);
-  } finally {
-    await engine.close();
-  }
-}
-
-/** Left-aligned columns, two spaces apart; the first row is the header. */
-export function table(rows: string[][]): string {
-  if (rows.length === 0) return "";
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i]))
-        .join("  ")
-        .trimEnd(),
-    )
-    .join("\n");
-}
-
-export function duration(run: RunRecord): string {
-  if (!run.finishedAt) return "-";
-  return `${((Date.parse(run.finishedAt) - Date.parse(run.startedAt)) / 1000).toFixed(1)}s`;
+function keepOptions(withDefaults: boolean): Option[] {
+  const d = (n: number) => (withDefaults ? ` (default ${n})` : "");
+  return [
+    new Option("--keep-last <n>", `keep the newest n restore points${d(14)}`),
+    new Option("--keep-daily <n>", `keep the newest point of each of the last n days with points${d(0)}`),
+    new Option("--keep-weekly <n>", `keep the newest point of each of the last n ISO weeks with points${d(4)}`),
+    new Option("--keep-monthly <n>", `keep the newest point of each of the last n months with points${d(12)}`),
+  ];
 }
 
 export function buildProgram(): Command {
   const program = new Command("diskdelta")
-    .description(
-      "Incremental backups of Azure page-blob disks: copy only the pages that changed, restore any point.",
-    )
-    .option("--json", "print machine-readable JSON on stdout")
-    .option("-v, --verbose", "log each step on stderr")
+    .description("Incremental backups of Azure VM disks (managed disks and page blobs): copy only the pages that changed, restore any point.")
+    .version(version(), "-V, --version", "print the version")
+    .option("--json", "print machine-readable JSON on stdout (and nothing else there)")
+    .option("-v, --verbose", "log each step and phase on stderr")
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
   const globals = () => program.opts<GlobalOptions>();
+  const lazy = <M>(load: () => Promise<M>) => load;
+  const disks = lazy(() => import("./commands/disks"));
+  const backups = lazy(() => import("./commands/backups"));
+  const restores = lazy(() => import("./commands/restores"));
 
-  const disk = program.command("disk").description("register and list protected disks");
-  disk
-    .command("add <id>")
-    .description("register a page blob to protect")
-    .requiredOption(
-      "--source <pageBlobUrl>",
-      "the disk: https://<account>.blob.core.windows.net/<container>/<blob> or http://127.0.0.1:10000/<account>/<container>/<blob>",
-    )
+  const disk = program.command("disk").description("register, list and change protected disks");
+  const add = disk
+    .command("add [id]")
+    .description("register a disk to protect: a page blob (--source <url>), a managed disk (--source <resource id>), or every disk of a VM (--vm)")
+    .option("--source <urlOrId>", "the disk: https://<account>.blob.core.windows.net/<container>/<blob>, or /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/disks/<name>")
+    .option("--vm <resourceId>", "register each disk of this VM (OS and data), with ids derived from the VM and LUN")
     .requiredOption("--backup-account <accountUrl>", "blob service URL of the backup account")
     .option("--backup-container <name>", "container in the backup account", "diskdelta")
     .option("--backup-blob <name>", "backup blob name (default: the disk id)")
-    .action(
-      async (
-        id: string,
-        o: { source: string; backupAccount: string; backupContainer: string; backupBlob?: string },
-      ) => {
-        const added = await withEngine(globals(), (e) =>
-          addDisk(e, {
-            id,
-            source: o.source,
-            backupAccount: o.backupAccount,
-            backupContainer: o.backupContainer,
-            backupBlob: o.backupBlob,
-            retention: retentionFromOptions(o),
-          }),
-        );
-        print(
-          globals(),
-          diskJson(added),
-          `registered disk ${added.id}: ${added.sourceUrl} → ${added.backupAccountUrl}/${added.backupContainer}/${added.backupBlob}`,
-        );
-      },
-    );
+    .option("--interval-minutes <n>", "back this disk up every n minutes (default: the schedule's interval)");
+  for (const o of keepOptions(true)) add.addOption(o);
+  add.action(async (id: string | undefined, o) => (await disks()).addCommand(globals(), id, o));
+
   disk
     .command("list")
-    .description("list registered disks")
-    .action(async () => {
-      const disks = await withEngine(globals(), (e) => e.lineage.listDisks());
-      print(
-        globals(),
-        disks.map(diskJson),
-        disks.length === 0
-          ? "no disks registered; add one with 'diskdelta disk add'"
-          : table([
-              ["ID", "SOURCE", "BACKUP", "LAST SUCCESS", "ACTIVE RUN", "KEEPS"],
-              ...disks.map((d) => [
-                d.id,
-                d.sourceUrl,
-                `${d.backupAccountUrl}/${d.backupContainer}/${d.backupBlob}`,
-                d.lastSuccessAt ?? "never",
-                d.activeRunId ?? "-",
-                retentionSummary(d),
-              ]),
-            ]),
-      );
-    });
+    .description("list registered disks, with their interval and retention")
+    .action(async () => (await disks()).listCommand(globals()));
+
+  const set = disk
+    .command("set <id>")
+    .description("change a disk's retention or interval (each count 0-1000; the newest point is always kept)")
+    .option("--interval-minutes <n>", "back this disk up every n minutes; 'default' for the schedule's interval");
+  for (const o of keepOptions(false)) set.addOption(o);
+  set.action(async (id: string, o) => (await disks()).setCommand(globals(), id, o));
 
   program
     .command("backup <id>")
-    .description("run one backup of a disk now: full the first time, incremental after")
-    .action(async (id: string) => {
-      const bar = new ProgressBar();
-      const run = await withEngine(globals(), async (e) => {
-        await requireDisk(e, id);
-        try {
-          return await backupDisk(e, id, { trigger: "cli", onProgress: (p) => bar.update(p) });
-        } finally {
-          bar.done();
-        }
-      });
-      print(
-        globals(),
-        runJson(run),
-        table([
-          ["run", run.id],
-          ["kind", `${run.kind} (${run.detection ?? "-"})`],
-          ["state", run.state],
-          ["bytesCopied", `${run.bytesCopied} (${formatBytes(run.bytesCopied)})`],
-          ["bytesCleared", `${run.bytesCleared} (${formatBytes(run.bytesCleared)})`],
-          ["restorePoint", run.restorePoint ?? "-"],
-          ["backupSnapshot", run.backupSnapshot ?? "-"],
-          ...(run.reason ? [["reason", run.reason]] : []),
-        ]),
-      );
-    });
+    .description("run one backup of a disk now: full the first time, incremental after; nothing changed makes no new point")
+    .option("--force", "seal a restore point even if nothing changed")
+    .action(async (id: string, o) => (await backups()).backupCommand(globals(), id, o));
 
   program
     .command("runs <id>")
     .description("show a disk's run history, newest first")
-    .addOption(new Option("--limit <n>", "how many runs").default("20").argParser(positiveInt("--limit")))
-    .action(async (id: string, o: { limit: string | number }) => {
-      const runs = await withEngine(globals(), async (e) => {
-        await requireDisk(e, id);
-        return e.lineage.listRuns(id, Number(o.limit));
-      });
-      print(
-        globals(),
-        runs.map(runJson),
-        runs.length === 0
-          ? `disk ${id} has no runs yet; start one with 'diskdelta backup ${id}'`
-          : table([
-              ["RUN", "KIND", "STATE", "STARTED", "DURATION", "COPIED", "CLEARED", "RESTORE POINT"],
-              ...runs.map((r) => [
-                r.id,
-                r.kind,
-                r.state,
-                r.startedAt,
-                duration(r),
-                formatBytes(r.bytesCopied),
-                formatBytes(r.bytesCleared),
-                r.restorePoint ?? (r.error ? `error: ${r.error}` : "-"),
-              ]),
-            ]),
-      );
-    });
+    .addOption(new Option("--limit <n>", "how many runs").default(20).argParser(positiveInt("--limit")))
+    .action(async (id: string, o) => (await backups()).runsCommand(globals(), id, o));
 
   program
     .command("points <id>")
-    .description("list a disk's restore points, newest first")
-    .addOption(new Option("--limit <n>", "how many points").default("50").argParser(positiveInt("--limit")))
-    .action(async (id: string, o: { limit: string | number }) => {
-      const points = await withEngine(globals(), async (e) => {
-        await requireDisk(e, id);
-        return e.lineage.listPoints(id, Number(o.limit));
-      });
-      print(
-        globals(),
-        points.map(pointJson),
-        points.length === 0
-          ? `disk ${id} has no restore points yet`
-          : table([
-              ["RESTORE POINT", "KIND", "CREATED", "SIZE", "BACKUP SNAPSHOT"],
-              ...points.map((p) => [p.id, p.kind, p.createdAt, formatBytes(p.size), p.backupSnapshot]),
-            ]),
-      );
-    });
-  registerRestoreCommands(program, globals, withEngine);
-  registerMaintenanceCommands(program, globals, withEngine);
-  registerWorkerCommand(program, globals);
+    .description("list a disk's restore points, newest first, with whether and when each was verified")
+    .addOption(new Option("--limit <n>", "how many points").default(50).argParser(positiveInt("--limit")))
+    .action(async (id: string, o) => (await backups()).pointsCommand(globals(), id, o));
+
+  program
+    .command("restore <id>")
+    .description("restore a restore point as a new disk (registered for incremental backups), or as a sparse image file with --to-file")
+    .option("--point <point>", "a restore point id (see 'diskdelta points <id>'), 'latest', or an ISO time", "latest")
+    .option("--name <name>", "id of the new disk, also its blob and backup blob name (default <id>-restored-<point time>)")
+    .option("--overwrite", "replace restore targets an earlier diskdelta restore made (never a registered disk's blobs), or an existing --to-file file")
+    .option("--to-file <path>", "write the disk image to a local sparse file instead; rerun the same command to resume")
+    .option("--allow-damaged", "restore a point that a verify or restore recorded as damaged")
+    .action(async (id: string, o) => (await restores()).restoreCommand(globals(), id, o));
+
+  program
+    .command("verify <id>")
+    .description("prove a restore point equals its source snapshot (or, once that is gone, the digests recorded when it was sealed)")
+    .option("--point <point>", "a restore point id, 'latest' or an ISO time", "latest")
+    .action(async (id: string, o) => (await restores()).verifyCommand(globals(), id, o));
+
+  program
+    .command("prune <id>")
+    .description("apply the disk's retention policy now: delete restore points it does not keep")
+    .option("--dry-run", "list what would be deleted and why; delete nothing")
+    .action(async (id: string, o) => (await restores()).pruneCommand(globals(), id, o));
+
+  program
+    .command("worker")
+    .description("run extra queue workers in this process, on the same storage as 'npm start' (scale-out on one machine)")
+    .option("--queues <names>", "comma-separated queues to serve (default: every queue the app listens on)")
+    .option("--concurrency <n>", "messages of one queue processed at once (default: host.json's batchSize + newBatchThreshold)")
+    .option("--lease-seconds <n>", "how long a message stays invisible while processed, renewed while it runs; a killed worker's messages return after this (default 600, the Functions host's)")
+    .action(async (o) => (await import("./commands/worker")).workerCommand(globals(), o));
+
+  program
+    .command("info")
+    .description("where diskdelta keeps its data and which storage it uses (no storage is contacted)")
+    .action(async () => (await import("./commands/info")).infoCommand(globals()));
   return program;
 }
 
-function positiveInt(name: string) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isSafeInteger(n) || n <= 0)
-      throw new InputError([`${name} ${value} is not a positive integer`]);
-    return n;
-  };
-}
-
-/** Exit codes: 0 success, 1 the work failed, 2 bad input or configuration, 3 busy. */
-export function exitCodeFor(err: unknown): number {
-  if (err instanceof BusyError) return 3;
-  if (err instanceof InputError || err instanceof ConfigError || err instanceof UrlError) return 2;
-  return 1;
+/** The message of a failure in the CLI's words. */
+export function describeFailure(err: unknown): string {
+  if (err instanceof KindError) return err.render(cliWords);
+  return messageOf(err);
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -237,23 +137,28 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {
-      // Commander already printed the message (or the help, whose exit code is 0).
+      // Commander already printed the message (or the help or version, whose exit code is 0).
       return err.exitCode === 0 ? 0 : 2;
     }
-    process.stderr.write(`diskdelta: ${(err as Error).message ?? String(err)}\n`);
-    return exitCodeFor(err);
+    process.stderr.write(`diskdelta: ${describeFailure(err)}\n`);
+    return exitCodeOf(err);
   }
 }
 
 /**
+ * How long a finished command waits for its last writes to drain before it exits anyway: a socket
+ * a stalled server keeps open must never keep a command alive after it has reported its end.
+ */
+const EXIT_GRACE_MS = 1000;
+
+/**
  * Run when this file is the entry, or when bin/diskdelta.js (which only requires this file) is.
- * The bin is compared by `require.main.filename`, which Node resolves through symlinks: npm runs a
- * package bin through a symlink (node_modules/.bin/diskdelta, a global install), where
- * `process.argv[1]` is the link's own path and names no "bin/diskdelta.js".
+ * The bin is compared by `require.main.filename`, which Node resolves through symlinks.
  */
 const BIN = path.resolve(__dirname, "../../../bin/diskdelta.js");
 if (require.main === module || require.main?.filename === BIN) {
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
+    setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
   });
 }

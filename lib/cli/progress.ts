@@ -1,20 +1,27 @@
 /**
- * A one-line progress bar on stderr: bytes copied, scan position, rate and ETA. It draws only
- * when stderr is a terminal (scripts and logs get no escape codes) and at most ten times a
- * second, so a fast copy is not slowed by drawing.
+ * Progress of long work on stderr. On a terminal: a one-line bar (bytes, position, rate, ETA),
+ * redrawn at most ten times a second. Elsewhere (a log file, CI, a host's log): a status line every
+ * STATUS_EVERY_MS once the work has lasted that long — phase, bytes done and to do, rate — as
+ * azcopy prints, and nothing for work that ends sooner. Phases are named as they start with -v.
  */
-import type { Progress } from "../backup/run";
+import { formatBytes } from "./format";
 
-export function formatBytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = n;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+export { formatBytes };
+
+/** What a progress report says, whatever the work (a backup run, a restore, a verify). */
+export interface ProgressReport {
+  phase: string;
+  /** Offset of the disk below which the work is done, of `size`. */
+  position: number;
+  size: number;
+  /** Bytes moved so far, and (where known) to move in all. */
+  bytesDone: number;
+  bytesToDo?: number;
+  bytesCleared?: number;
 }
+
+/** A status line this often where stderr is not a terminal. */
+export const STATUS_EVERY_MS = 5000;
 
 function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds) || seconds < 0) return "--:--";
@@ -28,33 +35,51 @@ function formatDuration(seconds: number): string {
 export class ProgressBar {
   private readonly started = Date.now();
   private lastDraw = 0;
+  private lastStatus = Date.now();
   private drawn = false;
+  private last?: ProgressReport;
 
   constructor(private readonly stream: NodeJS.WriteStream = process.stderr) {}
 
-  get enabled(): boolean {
+  get isTerminal(): boolean {
     return Boolean(this.stream.isTTY);
   }
 
-  update(p: Progress): void {
-    if (!this.enabled) return;
+  update(p: ProgressReport): void {
+    this.last = p;
     const now = Date.now();
+    const elapsed = (now - this.started) / 1000;
+    const rate = elapsed > 0 ? p.bytesDone / elapsed : 0;
+    const fraction = p.size > 0 ? Math.min(1, p.position / p.size) : 1;
+    if (!this.isTerminal) {
+      if (now - this.lastStatus < STATUS_EVERY_MS) return;
+      this.lastStatus = now;
+      const todo = p.bytesToDo !== undefined ? ` of ${formatBytes(p.bytesToDo)}` : "";
+      this.stream.write(
+        `status: ${p.phase}, ${(fraction * 100).toFixed(0)}% of the disk (${formatBytes(p.position)} of ${formatBytes(p.size)}), ` +
+          `${formatBytes(p.bytesDone)}${todo} copied${p.bytesCleared ? `, ${formatBytes(p.bytesCleared)} cleared` : ""}, ${formatBytes(rate)}/s\n`,
+      );
+      return;
+    }
     if (now - this.lastDraw < 100 && p.position < p.size) return;
     this.lastDraw = now;
-    const fraction = p.size > 0 ? Math.min(1, p.position / p.size) : 1;
     const width = 24;
     const filled = Math.round(fraction * width);
-    const elapsed = (now - this.started) / 1000;
-    const rate = elapsed > 0 ? p.bytesCopied / elapsed : 0;
     const eta = fraction > 0 ? (elapsed / fraction) * (1 - fraction) : NaN;
     const line =
       `${p.phase.padEnd(8)} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${(fraction * 100).toFixed(0).padStart(3)}% ` +
-      `${formatBytes(p.bytesCopied)} copied, ${formatBytes(p.bytesCleared)} cleared, ${formatBytes(rate)}/s, ETA ${formatDuration(eta)}`;
+      `${formatBytes(p.bytesDone)} copied, ${formatBytes(p.bytesCleared ?? 0)} cleared, ${formatBytes(rate)}/s, ETA ${formatDuration(eta)}`;
     this.stream.write(`\r\x1b[2K${line}`);
     this.drawn = true;
   }
 
+  /** Clears the bar (so a following line starts clean). */
   done(): void {
     if (this.drawn) this.stream.write("\r\x1b[2K");
+    this.drawn = false;
+  }
+
+  get latest(): ProgressReport | undefined {
+    return this.last;
   }
 }

@@ -12,7 +12,7 @@ import {
   type LogLevel,
   type TriggerMetadata,
 } from "@azure/functions";
-import type { Logger } from "../backup/run";
+import type { Logger } from "../core/logger";
 
 /** The host's log, as lib/ uses it elsewhere; `debug` lines are opt-in (per-invocation chatter). */
 export interface HostLogger extends Logger {

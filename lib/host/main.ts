@@ -12,11 +12,11 @@
  */
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { appFromEngine, useApp } from "../app/runtime";
-import { poisonQueue, QUEUES } from "../app/queues";
 import type { HttpFunctionSpec } from "../app/register";
-import { exitCodeFor } from "../cli/main";
-import { ensureWalkthroughDisk, openWalkthroughEngine } from "../cli/walkthrough";
+import { useApp } from "../compose/runtime";
+import { exitCodeOf } from "../core/errors";
+import { poisonQueue, QUEUES } from "../queues/messages";
+import { ensureWalkthroughDisk, openWalkthroughEngine } from "./walkthroughDisk";
 import { discoverFunctions } from "./discover";
 import { startHost } from "./host";
 import { errorText } from "./invocation";
@@ -46,13 +46,13 @@ export async function runHost(argv: string[]): Promise<void> {
   const specs = discoverFunctions(log);
   if (specs.length === 0) throw new Error("no functions found; build first (npm run build)");
 
-  const { engine, accounts } = await openWalkthroughEngine(log);
+  const { engine, accounts } = await openWalkthroughEngine(log, "host");
   try {
-    useApp(appFromEngine(engine));
+    useApp(engine);
     // In Azure, infra declares the queues; locally they are made here, poison queues included,
     // so a poison handler has a queue to listen on before the first failure.
     const names = Object.values(QUEUES).flatMap((q) => [q, poisonQueue(q)]);
-    await Promise.all(names.map((q) => engine.clients.queue(q).createIfNotExists()));
+    await Promise.all(names.map((q) => engine.queueClient(q).createIfNotExists()));
 
     let disks = await engine.lineage.listDisks();
     if (disks.length === 0) {
@@ -67,7 +67,7 @@ export async function runHost(argv: string[]): Promise<void> {
 
     const host = await startHost(specs, {
       log,
-      queueFor: (name) => engine.clients.queue(name),
+      queueFor: (name) => engine.queueClient(name),
       httpPort: engine.config.httpPort,
       timerStatusFile: path.join(engine.config.home, "timers.json"),
       settings,
@@ -122,7 +122,7 @@ if (require.main === module) {
     () => undefined,
     (err: unknown) => {
       process.stderr.write(`diskdelta host: ${errorText(err)}\n`);
-      process.exitCode = exitCodeFor(err);
+      process.exitCode = exitCodeOf(err);
     },
   );
 }

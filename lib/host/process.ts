@@ -5,13 +5,15 @@
  */
 import type { HostLogger } from "./invocation";
 
-export function consoleLogger(verbose = false): HostLogger {
+/** A timestamped log; with `toStderr` (a command's --json) every line goes to stderr, so stdout holds only JSON. */
+export function consoleLogger(verbose = false, toStderr = false): HostLogger {
   const stamp = () => new Date().toISOString();
+  const out = toStderr ? process.stderr : process.stdout;
   return {
-    info: (m) => process.stdout.write(`[${stamp()}] ${m}\n`),
+    info: (m) => out.write(`[${stamp()}] ${m}\n`),
     warn: (m) => process.stderr.write(`[${stamp()}] warning: ${m}\n`),
     error: (m) => process.stderr.write(`[${stamp()}] error: ${m}\n`),
-    debug: verbose ? (m) => process.stdout.write(`[${stamp()}] ${m}\n`) : undefined,
+    debug: verbose ? (m) => out.write(`[${stamp()}] ${m}\n`) : undefined,
   };
 }
 

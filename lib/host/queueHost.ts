@@ -12,7 +12,7 @@
  */
 import type { QueueClient, ReceivedMessageItem } from "@azure/storage-queue";
 import type { QueueFunctionSpec } from "../app/register";
-import { poisonQueue } from "../app/queues";
+import { poisonQueue } from "../queues/messages";
 import { errorText, newContext, sleep, type HostLogger } from "./invocation";
 import { MAX_BATCH_SIZE, type QueueSettings } from "./settings";
 

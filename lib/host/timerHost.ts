@@ -13,7 +13,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Timer } from "@azure/functions";
 import type { TimerFunctionSpec } from "../app/register";
-import { parseSchedule, type Schedule } from "../app/schedule";
+import { parseSchedule, type Schedule } from "../config/schedule";
 import { errorText, newContext, type HostLogger } from "./invocation";
 
 /** The longest delay setTimeout takes (about 24.8 days); longer waits are re-armed. */

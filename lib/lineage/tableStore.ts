@@ -10,22 +10,40 @@
  * adds never overwrite (ConflictError). Records hold no credential and no error message built
  * here names one: messages carry only table-level names and ids.
  */
-import { odata, type TableClient, type TableEntity, type TableEntityResult } from "@azure/data-tables";
+import { AzureNamedKeyCredential, odata, TableClient, type TableEntity, type TableEntityResult } from "@azure/data-tables";
+import type { AzureCredentials } from "../azure/credentials";
+import type { StorageConnection } from "../config/settings";
+import { ConflictError, NotFoundError } from "../core/errors";
+import { errorInfo } from "../core/retry";
 import { newestFirstKey } from "./ids";
-import {
-  ConflictError,
-  NotFoundError,
-  type DiskRecord,
-  type Lineage,
-  type RestorePointRecord,
-  type RunRecord,
-} from "./types";
+import type { BatchCounts, BatchId, BatchProgress, DiskRecord, Lineage, RestorePointRecord, RunRecord } from "./types";
 
 export const DEFAULT_TABLE_NAMES = {
   disks: "diskdeltaDisks",
   runs: "diskdeltaRuns",
   points: "diskdeltaPoints",
+  progress: "diskdeltaProgress",
 } as const;
+
+/** The table names of a prefix: `<prefix>Disks`, `<prefix>Runs`, `<prefix>Points`, `<prefix>Progress`. */
+export function tableNames(prefix: string) {
+  return { disks: `${prefix}Disks`, runs: `${prefix}Runs`, points: `${prefix}Points`, progress: `${prefix}Progress` };
+}
+
+/** Table-service errors whose XML or JSON body would otherwise be printed as it is: one line that says what to fix. */
+export function describeTableError(err: unknown, what: string): Error {
+  const { status, code, message } = errorInfo(err);
+  if (status === 403 || code === "AuthenticationFailed" || code === "AuthorizationFailure") {
+    return Object.assign(
+      new Error(
+        `the lineage storage refused ${what} (${code ?? status}): check the key in AzureWebJobsStorage, or give the identity the role "Storage Table Data Contributor" on that account`,
+      ),
+      { statusCode: status, code },
+    );
+  }
+  const line = message.replace(/<[^>]+>/g, " ").replace(/\s+/g, " ").replace(/\s*RequestId:.*$/, "").trim();
+  return Object.assign(new Error(`lineage ${what}: ${line.slice(0, 300)}`), { statusCode: status, code, cause: err });
+}
 
 const DISK_PARTITION = "disk";
 
@@ -46,6 +64,7 @@ type Columns<R> = {
 const DISK_COLUMNS: Columns<DiskRecord> = {
   id: "string",
   sourceUrl: "string",
+  sourceDiskId: "string?",
   backupAccountUrl: "string",
   backupContainer: "string",
   backupBlob: "string",
@@ -108,9 +127,11 @@ const POINT_COLUMNS: Columns<RestorePointRecord> = {
   sourceSnapshot: "string",
   size: "number",
   createdAt: "string",
+  capturedAt: "string?",
   verifiedAt: "string?",
   verifyResult: "string?",
   digestsUrl: "string?",
+  integrity: "string?",
   readingUntil: "string?",
   deletingSince: "string?",
 };
@@ -204,20 +225,82 @@ export class TableLineage implements Lineage {
   private readonly disks: TableClient;
   private readonly runs: TableClient;
   private readonly points: TableClient;
+  private readonly progress: TableClient;
 
   constructor(
     tableFor: (tableName: string) => TableClient,
-    names: { disks?: string; runs?: string; points?: string } = {},
+    names: { disks?: string; runs?: string; points?: string; progress?: string } = {},
   ) {
     this.disks = tableFor(names.disks ?? DEFAULT_TABLE_NAMES.disks);
     this.runs = tableFor(names.runs ?? DEFAULT_TABLE_NAMES.runs);
     this.points = tableFor(names.points ?? DEFAULT_TABLE_NAMES.points);
+    this.progress = tableFor(names.progress ?? DEFAULT_TABLE_NAMES.progress);
   }
 
   async ensureTables(): Promise<void> {
     // createTable already swallows 409 TableAlreadyExists; any other 409 (TableBeingDeleted
     // shortly after a delete) must surface, so no blanket catch here.
-    await Promise.all([this.disks.createTable(), this.runs.createTable(), this.points.createTable()]);
+    try {
+      await Promise.all([
+        this.disks.createTable(),
+        this.runs.createTable(),
+        this.points.createTable(),
+        this.progress.createTable(),
+      ]);
+    } catch (err) {
+      throw describeTableError(err, "could not be opened");
+    }
+  }
+
+  async countBatch(_diskId: string, runId: string, batch: BatchId, counts: BatchCounts): Promise<boolean> {
+    const marker = { partitionKey: runId, rowKey: `b-${batch.generation}-${batch.batch}` };
+    // A counter row per run plus one marker row per counted batch, written in one transaction:
+    // a redelivered batch finds its marker and is not counted twice; a crash leaves both or neither.
+    for (let pass = 0; pass < 50; pass++) {
+      const counter = await this.readCounter(runId);
+      const next = {
+        partitionKey: runId,
+        rowKey: "counter",
+        done: { value: String(counter.batches + 1), type: "Double" as const },
+        bytesCopied: { value: String(counter.bytesCopied + counts.bytesCopied), type: "Double" as const },
+        chunksDone: { value: String(counter.chunksDone + counts.chunksDone), type: "Double" as const },
+      };
+      try {
+        await this.progress.submitTransaction([
+          ["create", marker],
+          counter.etag ? ["update", next, "Replace", { etag: counter.etag }] : ["create", next],
+        ]);
+        return true;
+      } catch (err) {
+        const { status, code } = errorInfo(err);
+        const markerExists =
+          status === 409 && code === "EntityAlreadyExists" && (await this.read(this.progress, runId, marker.rowKey)) !== undefined;
+        if (markerExists) return false;
+        // 412 (another batch moved the counter) or 409 on a counter created meanwhile: read again.
+        if (status === 412 || status === 409) {
+          await new Promise((r) => setTimeout(r, Math.random() * 20 * Math.min(pass + 1, 10)));
+          continue;
+        }
+        throw err;
+      }
+    }
+    throw Object.assign(new Error(`could not record batch ${batch.batch} of run ${runId}: too much contention`), { statusCode: 503 });
+  }
+
+  async batchProgress(_diskId: string, runId: string): Promise<BatchProgress> {
+    const { etag: _etag, ...progress } = await this.readCounter(runId);
+    return progress;
+  }
+
+  private async readCounter(runId: string): Promise<BatchProgress & { etag?: string }> {
+    const e = await this.read(this.progress, runId, "counter");
+    if (!e) return { batches: 0, bytesCopied: 0, chunksDone: 0 };
+    return {
+      batches: readNumber(e.done, "progress counter done"),
+      bytesCopied: readNumber(e.bytesCopied, "progress counter bytesCopied"),
+      chunksDone: readNumber(e.chunksDone, "progress counter chunksDone"),
+      etag: e.etag,
+    };
   }
 
   async addDisk(disk: DiskRecord): Promise<DiskRecord> {
@@ -376,4 +459,22 @@ function etagOf(response: { etag?: string }, what: string): string {
   // The service always answers a write with an ETag; without one the next guarded update could not be made.
   if (!response.etag) throw new Error(`the table service returned no etag for ${what}`);
   return response.etag;
+}
+
+/** The lineage tables of the storage AzureWebJobsStorage names (connection string, or identity with shared key or token). */
+export function openTableLineage(
+  storage: StorageConnection,
+  credentials: AzureCredentials,
+  prefix: string,
+): TableLineage {
+  const options = { allowInsecureConnection: true };
+  const tableFor = (name: string): TableClient => {
+    if (storage.kind === "connectionString") return TableClient.fromConnectionString(storage.connectionString, name, options);
+    const account = /^https?:\/\/([^./]+)/.exec(storage.tableServiceUri)?.[1] ?? "";
+    const key = credentials.key(account);
+    return key
+      ? new TableClient(storage.tableServiceUri, name, new AzureNamedKeyCredential(account, key), options)
+      : new TableClient(storage.tableServiceUri, name, credentials.identity(), options);
+  };
+  return new TableLineage(tableFor, tableNames(prefix));
 }

@@ -3,19 +3,30 @@
  * backup engine, the CLI, the Functions app and the table store. Times are ISO-8601 strings;
  * snapshot ids are the service's snapshot timestamps. No record ever holds a credential.
  */
+export { BusyError, ConflictError, NotFoundError, retryOnConflict } from "../core";
 
 export type RunKind = "full" | "incremental" | "resync";
-export type RunState = "planned" | "copying" | "sealing" | "succeeded" | "failed";
+/**
+ * planned → copying → sealing → succeeded, or → failed; a run that found nothing changed ends
+ * `unchanged` (recorded in the history, no new restore point).
+ */
+export type RunState = "planned" | "copying" | "sealing" | "succeeded" | "failed" | "unchanged";
 export type RunTrigger = "cli" | "timer" | "http" | "queue" | "restore";
 /** How the change set was found: the service's page-range diff, a compare of source and backup, or the valid ranges of a first copy. */
 export type Detection = "service-diff" | "compare" | "valid-ranges";
 
-export const TERMINAL_STATES: readonly RunState[] = ["succeeded", "failed"];
+export const TERMINAL_STATES: readonly RunState[] = ["succeeded", "failed", "unchanged"];
+
+export function isTerminal(state: RunState): boolean {
+  return TERMINAL_STATES.includes(state);
+}
 
 export interface DiskRecord {
   id: string;
-  /** The protected page blob, as registered (no SAS, no key). */
+  /** The protected page blob, as registered (no SAS, no key); for a managed disk, its resource id too. */
   sourceUrl: string;
+  /** The ARM resource id of the protected managed disk; absent for a page blob. */
+  sourceDiskId?: string;
   /** Service URL of the backup account, e.g. https://acct.blob.core.windows.net or http://127.0.0.1:10000/acct */
   backupAccountUrl: string;
   backupContainer: string;
@@ -103,61 +114,22 @@ export interface RestorePointRecord {
   sourceSnapshot: string;
   size: number;
   createdAt: string;
+  /** When the source snapshot was taken, where its id is not that time (a managed disk's snapshot is a resource id). */
+  capturedAt?: string;
   verifiedAt?: string;
   verifyResult?: string;
   /** Where this point's per-window digests are kept (issue 3, verify). */
   digestsUrl?: string;
+  /**
+   * "failed" once a verify or a restore found the point's bytes differ from what they must be; a
+   * restore then refuses it unless asked to read a damaged point on purpose.
+   */
+  integrity?: "ok" | "failed";
   /** A restore reading this point holds it until this time; retention must not delete it before. */
   readingUntil?: string;
   /** Set by retention, under the row's ETag, before it deletes this point; a restore refuses a point so marked. */
   deletingSince?: string;
   etag?: string;
-}
-
-/** Thrown when a disk already has an active run whose lease still holds. */
-export class BusyError extends Error {
-  constructor(
-    readonly diskId: string,
-    readonly activeRunId: string,
-    readonly owner: string,
-    readonly leaseUntil: string,
-  ) {
-    super(
-      `disk ${diskId} is busy: run ${activeRunId} is active (owner ${owner}, lease until ${leaseUntil}); ` +
-        `wait for it to finish or check it with 'diskdelta runs ${diskId}'`,
-    );
-    this.name = "BusyError";
-  }
-}
-
-export class NotFoundError extends Error {
-  constructor(what: string) {
-    super(what);
-    this.name = "NotFoundError";
-  }
-}
-
-/** Another writer changed the row since it was read (ETag mismatch). */
-export class ConflictError extends Error {
-  constructor(what: string) {
-    super(what);
-    this.name = "ConflictError";
-  }
-}
-
-/**
- * Runs `attempt` (read a row, decide, write it under the ETag it was read with) again while it
- * fails with a ConflictError, at most `attempts` times in all; then the conflict is rethrown.
- * Any other error is rethrown at once.
- */
-export async function retryOnConflict<T>(attempts: number, attempt: () => Promise<T>): Promise<T> {
-  for (let n = 1; ; n++) {
-    try {
-      return await attempt();
-    } catch (err) {
-      if (!(err instanceof ConflictError) || n >= attempts) throw err;
-    }
-  }
 }
 
 /** The lineage store. Guarantees: partition per disk; runs and points listed newest first; every update of an existing row is conditional on the ETag it was read with, and fails with ConflictError otherwise. */
@@ -178,4 +150,43 @@ export interface Lineage {
   updatePoint(point: RestorePointRecord): Promise<RestorePointRecord>;
   listPoints(diskId: string, limit?: number): Promise<RestorePointRecord[]>;
   deletePoint(diskId: string, pointId: string): Promise<void>;
+  /**
+   * Fan-out completion: counts batch `batch` of planner generation `generation` of a run once,
+   * with its copied bytes and chunks; false when it was counted before (a redelivered batch). A
+   * count and its marker are written together (one transaction), so a crash never leaves one
+   * without the other.
+   */
+  countBatch(diskId: string, runId: string, batch: BatchId, counts: BatchCounts): Promise<boolean>;
+  /** The sums of every batch counted for a run so far. */
+  batchProgress(diskId: string, runId: string): Promise<BatchProgress>;
+}
+
+export interface BatchId {
+  generation: number;
+  batch: number;
+}
+
+export interface BatchCounts {
+  bytesCopied: number;
+  chunksDone: number;
+}
+
+export interface BatchProgress extends BatchCounts {
+  /** Batches counted. */
+  batches: number;
+}
+
+/**
+ * When a restore point's disk state was captured, in ms since the epoch: the time of the source
+ * snapshot it was copied from (the instant the disk looked like that), falling back to the seal
+ * time where the snapshot id is not a time (a managed disk's snapshot is a resource id). Every
+ * view (points, prune, restore, the API) shows this one time.
+ */
+export function pointTime(point: Pick<RestorePointRecord, "sourceSnapshot" | "createdAt" | "capturedAt">): number {
+  const captured = Date.parse(point.capturedAt ?? point.sourceSnapshot);
+  return Number.isFinite(captured) ? captured : Date.parse(point.createdAt);
+}
+
+export function pointTimeIso(point: Pick<RestorePointRecord, "sourceSnapshot" | "createdAt" | "capturedAt">): string {
+  return new Date(pointTime(point)).toISOString();
 }

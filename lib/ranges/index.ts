@@ -283,3 +283,38 @@ export function segments(size: number, segmentSize: number): PageRange[] {
   }
   return out;
 }
+
+/**
+ * A set of 4 MiB window indices of one disk, one bit each (32 KiB for 1 TiB): which windows a run
+ * wrote or cleared, so the digests of its restore point are recomputed for those windows only.
+ */
+export class WindowSet {
+  private readonly bits: Uint8Array;
+  private counted = 0;
+
+  constructor(readonly size: number) {
+    this.bits = new Uint8Array(Math.ceil(Math.ceil(size / WINDOW_SIZE) / 8));
+  }
+
+  add(index: number): void {
+    const byte = index >> 3;
+    const bit = 1 << (index & 7);
+    if (byte >= this.bits.length || this.bits[byte] & bit) return;
+    this.bits[byte] |= bit;
+    this.counted++;
+  }
+
+  /** Adds every window that [start, end) touches. */
+  addRange(r: PageRange): void {
+    if (r.end <= r.start) return;
+    for (let w = Math.floor(r.start / WINDOW_SIZE); w * WINDOW_SIZE < r.end; w++) this.add(w);
+  }
+
+  has(index: number): boolean {
+    return (this.bits[index >> 3] & (1 << (index & 7))) !== 0;
+  }
+
+  get count(): number {
+    return this.counted;
+  }
+}

@@ -12,10 +12,11 @@
  *   started (if that one has not lapsed), so an earlier reader still reading stays covered;
  * - a reader that dies without releasing holds the point for at most READ_HOLD_MS.
  */
-import { errorInfo } from "../azure/errors";
-import { InputError } from "../backup/disks";
-import type { EngineDeps } from "../backup/run";
-import { ConflictError, retryOnConflict, type RestorePointRecord } from "../lineage/types";
+import { ConflictError, InputError } from "../core/errors";
+import { messageOf } from "../core/errors";
+import { retryOnConflict } from "../core/retry";
+import type { Deps } from "../deps";
+import type { RestorePointRecord } from "../lineage/types";
 
 /**
  * How long one hold lasts without renewal. Renewed every third of it, so two failed renewals in
@@ -35,21 +36,21 @@ export interface PointHold {
 
 function refusal(point: RestorePointRecord, since: string): InputError {
   return new InputError([
-    `restore point ${point.id} of disk ${point.diskId} is being deleted by retention (since ${since}); choose another with 'diskdelta points ${point.diskId}'`,
+    { field: "point", message: `restore point ${point.id} of disk ${point.diskId} is being deleted by retention (since ${since}); choose another` },
   ]);
 }
 
 /** Moves the row's `readingUntil` to at least now + holdMs; returns what was written and what was there. */
 async function extend(
-  deps: EngineDeps,
+  deps: Deps,
   point: RestorePointRecord,
   holdMs: number,
 ): Promise<{ until: string; found?: string }> {
-  const now = deps.now ?? (() => new Date());
+  const now = deps.now;
   return retryOnConflict(ATTEMPTS, async () => {
     const current = await deps.lineage.getPoint(point.diskId, point.id);
     if (!current) {
-      throw new InputError([`restore point ${point.id} of disk ${point.diskId} no longer exists`]);
+      throw new InputError([{ field: "point", message: `restore point ${point.id} of disk ${point.diskId} no longer exists` }]);
     }
     if (current.deletingSince) throw refusal(point, current.deletingSince);
     const mine = new Date(now().getTime() + holdMs).toISOString();
@@ -64,12 +65,12 @@ async function extend(
 
 /** Takes a hold on `point` for `reader` (a phrase for log lines, e.g. "restore to /tmp/x.img"). */
 export async function holdPoint(
-  deps: EngineDeps,
+  deps: Deps,
   point: RestorePointRecord,
   reader: string,
   holdMs: number = READ_HOLD_MS,
 ): Promise<PointHold> {
-  const now = deps.now ?? (() => new Date());
+  const now = deps.now;
   const first = await extend(deps, point, holdMs);
   let until = first.until;
   // Another reader's hold found when this one began; put back on release while it still runs.
@@ -82,7 +83,7 @@ export async function holdPoint(
       },
       (err) =>
         deps.log.warn(
-          `${reader}: could not renew the hold on restore point ${point.id}: ${errorInfo(err).message}`,
+          `${reader}: could not renew the hold on restore point ${point.id}: ${messageOf(err)}`,
         ),
     );
   }, holdMs / 3);
@@ -108,7 +109,7 @@ export async function holdPoint(
         }
       } catch (err) {
         deps.log.warn(
-          `${reader}: could not release the hold on restore point ${point.id} (it lapses at ${until}): ${errorInfo(err).message}`,
+          `${reader}: could not release the hold on restore point ${point.id} (it lapses at ${until}): ${messageOf(err)}`,
         );
       }
     },

@@ -1,50 +1,57 @@
 /**
  * Restore as a new disk, the second half of Microsoft's incremental-snapshot walkthrough: the
- * restore point's backup snapshot is promoted to a new backup blob (server-side copy inside the
- * backup account) and snapshotted; that snapshot is copied to the source account as a new disk
- * blob (server-side, read through a short-lived read-only SAS) and the new disk is snapshotted;
- * the new disk is registered with that snapshot as its base and the promoted blob as its backup
- * blob. Guarantees:
+ * restore point is written, window by window and checked against its digests as it streams
+ * (integrity.ts), into two new page blobs at once — a new backup blob beside the point's (the
+ * point "promoted") and a new disk blob beside the source — and both are snapshotted; the new disk
+ * is registered with its snapshot as its base and the promoted blob as its backup blob, so its
+ * next backup is incremental, not a full copy. Guarantees:
  *
- * - the new disk, its base snapshot and the promoted backup blob all equal the restore point
- *   byte for byte (Copy Blob on Azure; page by page on Azurite, whose Copy Blob shares page state
- *   between source and copy), and the restore point itself is never written, so the new disk's next backup diffs
- *   base → new snapshot against a backup blob that already mirrors the base: incremental;
- * - every check (names, existing blobs, registered disks) runs before anything is written, and a
- *   Copy Blob never replaces an existing blob unless `overwrite` is set (the service enforces it
- *   with If-None-Match: *, so a blob created meanwhile is not clobbered either);
- * - a failure deletes whatever this restore created (blobs, snapshots) before it is rethrown;
- *   registering the disk is the last step, so a restore is either registered whole or not at all;
- * - the restore point is held (see hold.ts) while it is read, so retention never deletes it
- *   under a running restore;
- * - no credential is logged, returned or stored: the SAS lives only in the copy request.
+ * - a restore never writes over data it did not create: a target that is the source or backup
+ *   blob of any registered disk is refused, with or without `overwrite`, naming that disk; an
+ *   existing blob is replaced only with `overwrite` and only if diskdelta made it as a restore
+ *   target (its metadata says so) and no lease is held on it, and the result says what was
+ *   replaced; the leftover of an interrupted restore to the same name is recognised and taken over;
+ * - every byte written is checked against the point's digests first; a damaged point stops the
+ *   restore (IntegrityError naming the window), is recorded as failed, and leaves nothing behind;
+ * - every check runs before anything is written; a failure deletes whatever this restore created
+ *   (blobs, snapshots) before it is rethrown; registering the disk is the last step, so a restore
+ *   is either registered whole or not at all;
+ * - the restore point is held (hold.ts) while it is read, so retention never deletes it under a
+ *   running restore; no credential is logged, returned or stored.
  */
 import path from "node:path/posix";
-import { NO_PROGRESS } from "../backup/claim";
-import { BlobSASPermissions, generateBlobSASQueryParameters, type PageBlobClient } from "@azure/storage-blob";
-import type { StorageClients } from "../azure/clients";
-import { describeStorageError, errorInfo, isNotFound } from "../azure/errors";
-import { withRetry, type RetryPolicy } from "../azure/retry";
-import { blobLocation, type BlobLocation } from "../azure/urls";
-import { checkDiskId, InputError, requireDisk } from "../backup/disks";
-import { diskLocations, pointIdOf, retryPolicy, type EngineDeps } from "../backup/run";
-import { DISK_TAG, RUN_TAG } from "../backup/snapshots";
-import { forEachBounded } from "../concurrency";
-import { downloadRange, validRangesSegment } from "../diff";
-import { chunksOf, segments } from "../ranges";
-import { newId, type DiskRecord, type RestorePointRecord } from "../lineage";
+import { ConflictError, InputError, type Problem } from "../core/errors";
+import { messageOf } from "../core/errors";
+import type { Deps } from "../deps";
+import { checkDiskId, requireDisk } from "../disks/register";
+import { newId } from "../lineage/ids";
+import { backupLocation, pointIdOf, sourceBlobLocation } from "../lineage/locations";
+import { pointTimeIso, type DiskRecord, type RestorePointRecord } from "../lineage/types";
+import { tags } from "../sources/tagged";
+import type { BlobAddress } from "../storage/port";
+import { blobLocation, type BlobLocation } from "../storage/urls";
+import { digestsLocation, md5Of } from "../digests/format";
+import { DigestWriter } from "../digests/store";
 import { holdPoint } from "./hold";
-import { pointTimeIso, selectPoint } from "./points";
+import { checkNotDamaged, readVerified } from "./integrity";
+import { selectPoint } from "./points";
 
 export interface RestoreOptions {
-  /** A restore point id, `latest`, or an ISO time (see selectPoint). */
-  point: string;
+  /** A restore point id, `latest` (the default), or an ISO time (see selectPoint). */
+  point?: string;
   /** New disk id, also the name of the new disk blob (plus the source's extension) and of the promoted backup blob. */
   name?: string;
+  /** Replace existing restore targets that diskdelta made. */
   overwrite?: boolean;
+  /** Read a point recorded as damaged anyway. */
+  allowDamaged?: boolean;
+  /** The restore's id (rs-…); one is made when absent. */
+  restoreId?: string;
+  onProgress?: (done: number, size: number, bytes: number) => void;
 }
 
 export interface RestoreResult {
+  restoreId: string;
   diskId: string;
   /** The new disk blob in the source account (no credential). */
   diskUrl: string;
@@ -56,21 +63,19 @@ export interface RestoreResult {
   restoredPoint: RestorePointRecord;
   fromDiskId: string;
   size: number;
-  runId: string;
   pointId?: string;
+  /** Blobs that existed and were replaced (restore targets diskdelta made earlier). */
+  replaced: string[];
+  checkedBy: "digests" | "range-md5";
 }
 
-/** How long a copy source SAS lives: Copy Blob of a 4 TiB disk can take hours on Azure; after the copy it is useless. */
-const COPY_SAS_HOURS = 24;
-/** How often a pending Copy Blob is polled: Azure copies at tens of MB/s, so seconds are enough. */
-const COPY_POLL_MS = 2000;
+/** Metadata that marks a blob as a restore target diskdelta made: `<from disk>/<point>` and the new disk's name. */
+export const RESTORE_OF_TAG = "diskdeltarestoreof";
+export const RESTORE_AS_TAG = "diskdeltarestoreas";
 
 /** `<disk>-restored-<point time>` in disk-id form, e.g. web1-restored-20261125t114100z. */
 export function defaultRestoreName(diskId: string, point: RestorePointRecord): string {
-  const compact = pointTimeIso(point)
-    .replace(/\.\d+Z$/, "Z")
-    .replace(/[-:]/g, "")
-    .toLowerCase();
+  const compact = pointTimeIso(point).replace(/\.\d+Z$/, "Z").replace(/[-:]/g, "").toLowerCase();
   return `${diskId}-restored-${compact}`;
 }
 
@@ -81,287 +86,184 @@ function newDiskLocation(source: BlobLocation, name: string): BlobLocation {
   return blobLocation(source, source.container, dir === "." ? blob : `${dir}/${blob}`);
 }
 
-async function exists(blob: PageBlobClient, policy: RetryPolicy): Promise<boolean> {
-  try {
-    await withRetry(policy, () => blob.getProperties());
-    return true;
-  } catch (err) {
-    if (isNotFound(err)) return false;
-    throw err;
-  }
-}
-
-/**
- * A URL another account (or this one) can read one snapshot through: a service SAS where the
- * account key is configured, else a user delegation SAS signed with the identity's key. Async
- * Copy Blob takes no bearer token for its source, so a SAS is the only way across accounts.
- */
-export async function readableSnapshotUrl(
-  clients: StorageClients,
-  loc: BlobLocation,
-  snapshot: string,
-): Promise<string> {
-  if (clients.hasKey(loc.account)) return (await clients.sourceAuthorization(loc, snapshot)).url;
-  const startsOn = new Date(Date.now() - 5 * 60_000);
-  const expiresOn = new Date(Date.now() + COPY_SAS_HOURS * 3600_000);
-  const key = await clients.blobService(loc).getUserDelegationKey(startsOn, expiresOn);
-  const sas = generateBlobSASQueryParameters(
-    {
-      containerName: loc.container,
-      blobName: loc.blob,
-      snapshotTime: snapshot,
-      permissions: BlobSASPermissions.parse("r"),
-      startsOn,
-      expiresOn,
-    },
-    key,
-    loc.account,
-  ).toString();
-  return `${clients.pageBlob(loc, snapshot).url}&${sas}`;
-}
-
-/**
- * Azurite's Copy Blob hands the destination the very page-range list of its source (Azurite 3.37,
- * LokiBlobMetadataStore.startCopyFromURL), so a later write to the copy rewrites the source's
- * ranges too: restoring would corrupt the restore point it read. On Azurite, copy page by page
- * instead; on Azure the copy stays server-side.
- */
-function sharesPagesOnCopy(server: string | undefined): boolean {
-  return /azurite/i.test(server ?? "");
-}
-
-/** Copies `source` into `target` and waits for it; refuses to replace a blob unless `overwrite`. */
-async function copyInto(
-  deps: EngineDeps,
-  target: PageBlobClient,
-  source: { loc: BlobLocation; snapshot: string },
-  overwrite: boolean,
-  policy: RetryPolicy,
-  onStarted: () => void,
-): Promise<void> {
-  const { clients } = deps;
-  const from = clients.pageBlob(source.loc, source.snapshot);
-  const props = await withRetry(policy, () => from.getProperties());
-  const conditions = overwrite ? undefined : { ifNoneMatch: "*" };
-  if (sharesPagesOnCopy(props._response.headers.get("server"))) {
-    const size = props.contentLength ?? 0;
-    await withRetry(policy, () => target.create(size, { conditions }));
-    onStarted();
-    for (const segment of segments(size, deps.config.segmentBytes)) {
-      const valid = await validRangesSegment(from, segment, policy);
-      await forEachBounded(chunksOf(valid), deps.config.copyConcurrency, async (chunk) => {
-        for (const range of chunk.ranges) {
-          const data = await downloadRange(from, range, policy);
-          await withRetry(policy, () => target.uploadPages(data, range.start, data.length));
-        }
-      });
+/** Which registered disk uses `loc` as its source or backup blob, if any. */
+function usedBy(disks: DiskRecord[], loc: BlobLocation): { disk: DiskRecord; as: string } | undefined {
+  for (const d of disks) {
+    if (d.sourceUrl === loc.url) return { disk: d, as: "source" };
+    try {
+      if (backupLocation(d).url === loc.url) return { disk: d, as: "backup blob" };
+    } catch {
+      // a row edited by hand: it names no blob we could write
     }
-    return;
   }
-  const sourceUrl = await readableSnapshotUrl(clients, source.loc, source.snapshot);
-  const poller = await withRetry(policy, () =>
-    target.beginCopyFromURL(sourceUrl, { intervalInMs: COPY_POLL_MS, conditions }),
-  );
-  // Only now is the target ours to clean up: a refused copy (If-None-Match) left someone else's blob.
-  onStarted();
-  const done = await poller.pollUntilDone();
-  if (done.copyStatus && done.copyStatus !== "success") {
-    throw new Error(`the copy into ${target.url} ended ${done.copyStatus}`);
-  }
+  return undefined;
 }
 
-async function snapshotTagged(
-  blob: PageBlobClient,
-  diskId: string,
-  runId: string,
-  policy: RetryPolicy,
-): Promise<string> {
-  const created = await withRetry(policy, () =>
-    blob.createSnapshot({ metadata: { [DISK_TAG]: diskId, [RUN_TAG]: runId } }),
-  );
-  if (!created.snapshot) throw new Error(`the service returned no snapshot id for ${blob.url}`);
-  return created.snapshot;
+interface Target {
+  what: string;
+  location: BlobLocation;
+  /** It exists and will be replaced (a restore target diskdelta made). */
+  replace: boolean;
 }
 
-export async function restoreAsNewDisk(
-  deps: EngineDeps,
-  diskId: string,
-  options: RestoreOptions,
-): Promise<RestoreResult> {
-  const now = deps.now ?? (() => new Date());
-  const { clients, lineage, log } = deps;
-  const policy = retryPolicy(deps.config, log);
+/** Checks one target before anything is written; returns whether it will be replaced, or the problem. */
+async function checkTarget(deps: Deps, disks: DiskRecord[], what: string, loc: BlobLocation, name: string, overwrite: boolean): Promise<Target | Problem> {
+  const user = usedBy(disks, loc);
+  if (user) {
+    return { field: "name", message: `${what} ${loc.url} is the ${user.as} of registered disk ${user.disk.id}: a restore never writes over a registered disk; choose another {{name}}` };
+  }
+  const props = await deps.storage.properties({ kind: "blob", location: loc });
+  if (!props) return { what, location: loc, replace: false };
+  const ours = props.metadata[RESTORE_AS_TAG] !== undefined;
+  if (props.leased) return { field: "name", message: `${what} ${loc.url} exists and is leased (in use as a disk); choose another {{name}}` };
+  if (!ours) return { field: "name", message: `${what} ${loc.url} exists and was not made by a diskdelta restore; choose another {{name}} (it is never replaced)` };
+  if (props.metadata[RESTORE_AS_TAG] === name) {
+    // The leftover of an interrupted restore to this very name (no disk registered it): take it over.
+    deps.log.info(`${what} ${loc.url} is the leftover of an interrupted restore as ${name}; replacing it`);
+    return { what, location: loc, replace: true };
+  }
+  if (!overwrite) return { field: "name", message: `${what} ${loc.url} exists (an earlier diskdelta restore); choose another {{name}} or pass {{overwrite}} to replace it` };
+  return { what, location: loc, replace: true };
+}
+
+export async function restoreAsNewDisk(deps: Deps, diskId: string, options: RestoreOptions = {}): Promise<RestoreResult> {
   const disk = await requireDisk(deps, diskId);
-  const point = await selectPoint(lineage, diskId, options.point);
+  const point = await selectPoint(deps.lineage, diskId, options.point ?? "latest");
+  checkNotDamaged(point, options.allowDamaged);
   const name = options.name ?? defaultRestoreName(diskId, point);
   const nameProblem = checkDiskId(name);
-  if (nameProblem) {
-    throw new InputError([
-      options.name ? `--name: ${nameProblem}` : `${nameProblem}; choose a shorter one with --name`,
-    ]);
-  }
-  const { source, backup: pointBackup } = diskLocations(disk);
+  if (nameProblem) throw InputError.field("name", options.name ? nameProblem : `${nameProblem}; choose a shorter one with {{name}}`);
+  const source = sourceBlobLocation(disk);
+  if (!source) throw InputError.field("diskId", `disk ${diskId} is a managed disk: restore it as a managed disk`);
+  const pointBackup = backupLocation(disk);
   const newDisk = newDiskLocation(source, name);
   const newBackup = blobLocation(pointBackup, pointBackup.container, name);
 
   // Every check before the first write, so bad input leaves nothing behind.
-  const problems: string[] = [];
-  const existing = await lineage.listDisks();
-  if (existing.some((d) => d.id === name)) {
-    problems.push(`disk ${name} is already registered; choose another name with --name`);
-  }
-  const clash = existing.find(
-    (d) =>
-      d.backupAccountUrl === newBackup.serviceUrl &&
-      d.backupContainer === newBackup.container &&
-      d.backupBlob === newBackup.blob,
-  );
-  if (clash) problems.push(`disk ${clash.id} backs up to ${newBackup.url}; choose another name with --name`);
-  const targets: Array<[string, BlobLocation]> = [
+  const problems: Problem[] = [];
+  const disks = await deps.lineage.listDisks();
+  if (disks.some((d) => d.id === name)) problems.push({ field: "name", message: `disk ${name} is already registered; choose another {{name}}` });
+  const targets: Target[] = [];
+  for (const [what, loc] of [
     ["the restored disk", newDisk],
     ["the restored disk's backup blob", newBackup],
-  ];
-  const existedBefore = new Map<string, boolean>();
-  for (const [what, loc] of targets) {
-    let found: boolean;
-    try {
-      found = await exists(clients.pageBlob(loc), policy);
-    } catch (err) {
-      throw new Error(describeStorageError(err, `${what} ${loc.url}`, "Storage Blob Data Contributor"));
-    }
-    existedBefore.set(loc.url, found);
-    if (found && !options.overwrite) {
-      problems.push(`${what} ${loc.url} already exists; choose another --name or pass --overwrite`);
-    }
+  ] as const) {
+    const checked = await checkTarget(deps, disks, what, loc, name, Boolean(options.overwrite));
+    if ("message" in checked) problems.push(checked);
+    else targets.push(checked);
   }
   if (problems.length) throw new InputError(problems);
-  // Held from before the snapshot is checked until the last copy is done: retention spares it.
+
+  // Held from before the snapshot is checked until the last write is done: retention spares it.
   const hold = await holdPoint(deps, point, `restore of ${point.id} as disk ${name}`);
   try {
-    return await restoreHeld();
+    return await restoreHeld(deps, disk, point, name, targets, newDisk, newBackup, pointBackup, options);
   } finally {
     await hold.release();
   }
+}
 
-  async function restoreHeld(): Promise<RestoreResult> {
-    try {
-      await withRetry(policy, () => clients.pageBlob(pointBackup, point.backupSnapshot).getProperties());
-    } catch (err) {
-      if (isNotFound(err)) {
-        throw new InputError([
-          `restore point ${point.id}: its backup snapshot ${point.backupSnapshot} of ${pointBackup.url} is gone`,
-        ]);
-      }
-      throw err;
+async function restoreHeld(
+  deps: Deps,
+  disk: DiskRecord,
+  point: RestorePointRecord,
+  name: string,
+  targets: Target[],
+  newDisk: BlobLocation,
+  newBackup: BlobLocation,
+  pointBackup: BlobLocation,
+  options: RestoreOptions,
+): Promise<RestoreResult> {
+  const { storage, lineage, log } = deps;
+  const props = await storage.properties({ kind: "blob", location: pointBackup, snapshot: point.backupSnapshot });
+  if (!props) throw InputError.field("point", `restore point ${point.id}: its backup snapshot ${point.backupSnapshot} of ${pointBackup.url} is gone`);
+  const size = props.size;
+  if (size !== point.size) throw new Error(`restore point ${point.id} is recorded as ${point.size} bytes but its snapshot is ${size}`);
+  const restoreId = options.restoreId ?? newId(deps.now(), "rs");
+  const made: BlobAddress[] = [];
+  const mark = { [RESTORE_OF_TAG]: `${disk.id}/${point.id}`, [RESTORE_AS_TAG]: name };
+  try {
+    for (const t of targets) {
+      if (t.replace) log.warn(`replacing ${t.location.url} (a restore target an earlier diskdelta restore made)`);
+      // Replacing: delete first (with its snapshots), then create; never over a blob made by anyone else.
+      if (t.replace) await storage.delete({ kind: "blob", location: t.location });
+      await storage.create({ kind: "blob", location: t.location }, size, { ifNotExists: true, metadata: mark });
+      made.push({ kind: "blob", location: t.location });
     }
-
-    const runId = newId(now(), "r");
-    const undo: Array<{ what: string; run: () => Promise<unknown> }> = [];
-    const overwritten: string[] = [];
-    const remember = (loc: BlobLocation) => {
-      const blob = clients.pageBlob(loc);
-      if (existedBefore.get(loc.url)) {
-        overwritten.push(loc.url);
-        return;
+    log.info(`restore ${restoreId}: writing restore point ${point.id} (${size} bytes) to ${newDisk.url} and ${newBackup.url}`);
+    const diskAddress: BlobAddress = { kind: "blob", location: newDisk };
+    const pointId = pointIdOf(restoreId);
+    // The new disk's first point holds the very bytes read here: its digests are made on the way.
+    const digests = new DigestWriter(storage, digestsLocation(newBackup, pointId));
+    const backupAddress: BlobAddress = { kind: "blob", location: newBackup };
+    let done = 0;
+    const read = await readVerified(deps, pointBackup, point, size, 0, async (chunk, parts) => {
+      for (const [i, range] of chunk.ranges.entries()) {
+        await Promise.all([storage.write(diskAddress, range.start, parts[i]), storage.write(backupAddress, range.start, parts[i])]);
       }
-      undo.push({ what: loc.url, run: () => blob.deleteIfExists({ deleteSnapshots: "include" }) });
+      await digests.add({ index: chunk.index, md5: md5Of(parts), ranges: chunk.ranges });
+      done += chunk.bytes;
+      options.onProgress?.((chunk.index + 1) * 4 * 1024 * 1024, size, done);
+    });
+    const backupSnapshot = await storage.snapshot(backupAddress, tags(name, restoreId));
+    made.push({ kind: "blob", location: newBackup, snapshot: backupSnapshot });
+    await digests.finish(size, { diskId: name, pointId, backupSnapshot });
+    made.push({ kind: "blob", location: digests.location });
+    // The new disk's base, tagged like a run's snapshot so the engine's sweep keeps and recognises it.
+    const baseSnapshot = await storage.snapshot(diskAddress, tags(name, restoreId));
+    made.push({ kind: "blob", location: newDisk, snapshot: baseSnapshot });
+
+    // Register: the last step, and the one that makes the restore visible.
+    const at = deps.now().toISOString();
+    const record: DiskRecord = {
+      id: name,
+      sourceUrl: newDisk.url,
+      backupAccountUrl: newBackup.serviceUrl,
+      backupContainer: newBackup.container,
+      backupBlob: newBackup.blob,
+      createdAt: at,
+      baseSnapshot,
+      baseSize: size,
+      basePoint: pointId,
+      lastRunId: restoreId,
+      lastSuccessAt: at,
+      intervalMinutes: disk.intervalMinutes,
+      retainLast: disk.retainLast,
+      retainDaily: disk.retainDaily,
+      retainWeekly: disk.retainWeekly,
+      retainMonthly: disk.retainMonthly,
     };
-    const forgetSnapshot = (loc: BlobLocation, snapshot: string) =>
-      undo.push({
-        what: `${loc.url} snapshot ${snapshot}`,
-        run: () => clients.pageBlob(loc, snapshot).deleteIfExists(),
-      });
     try {
-      // 1. Promote: the restore point's snapshot becomes a blob of its own in the backup account.
-      log.info(
-        `restore ${runId}: promoting ${pointBackup.url} snapshot ${point.backupSnapshot} to ${newBackup.url}`,
-      );
-      await copyInto(
-        deps,
-        clients.pageBlob(newBackup),
-        { loc: pointBackup, snapshot: point.backupSnapshot },
-        Boolean(options.overwrite),
-        policy,
-        () => remember(newBackup),
-      );
-      const backupSnapshot = await snapshotTagged(clients.pageBlob(newBackup), name, runId, policy);
-      forgetSnapshot(newBackup, backupSnapshot);
-
-      // 2. Copy back to the source account as a new disk, from the promoted snapshot (immutable while copying).
-      log.info(`restore ${runId}: copying to ${newDisk.url}`);
-      await copyInto(
-        deps,
-        clients.pageBlob(newDisk),
-        { loc: newBackup, snapshot: backupSnapshot },
-        Boolean(options.overwrite),
-        policy,
-        () => remember(newDisk),
-      );
-      // 3. The new disk's base, tagged like a run's snapshot so the engine's sweep keeps and recognises it.
-      const baseSnapshot = await snapshotTagged(clients.pageBlob(newDisk), name, runId, policy);
-      forgetSnapshot(newDisk, baseSnapshot);
-      const size = (await withRetry(policy, () => clients.pageBlob(newDisk, baseSnapshot).getProperties()))
-        .contentLength;
-      if (size !== point.size) {
-        throw new Error(`the restored disk is ${size} bytes but restore point ${point.id} is ${point.size}`);
-      }
-
-      // 4. Register: the last step, and the one that makes the restore visible.
-      const at = now().toISOString();
-      const pointId = pointIdOf(runId);
-      const record: DiskRecord = {
-        id: name,
-        sourceUrl: newDisk.url,
-        backupAccountUrl: newBackup.serviceUrl,
-        backupContainer: newBackup.container,
-        backupBlob: newBackup.blob,
-        createdAt: at,
-        baseSnapshot,
-        baseSize: size,
-        basePoint: pointId,
-        lastRunId: runId,
-        lastSuccessAt: at,
-      };
-      try {
-        await lineage.addDisk(record);
-      } catch (err) {
-        throw new InputError([`could not register disk ${name}: ${errorInfo(err).message}`]);
-      }
-      undo.length = 0; // registered: from here on nothing is rolled back
-      const recorded = await recordRestoreRun(deps, record, point, {
-        runId,
-        pointId,
-        backupSnapshot,
-        backupUrl: newBackup.url,
-        at,
-      });
-      return {
-        diskId: name,
-        diskUrl: newDisk.url,
-        baseSnapshot,
-        backupBlobUrl: newBackup.url,
-        backupSnapshot,
-        restoredPoint: point,
-        fromDiskId: diskId,
-        size,
-        runId,
-        pointId: recorded ? pointId : undefined,
-      };
+      await lineage.addDisk(record);
     } catch (err) {
-      for (const step of undo.reverse()) {
-        try {
-          await withRetry(policy, step.run);
-        } catch (cleanupError) {
-          log.warn(
-            `could not remove ${step.what} after the failed restore: ${errorInfo(cleanupError).message}`,
-          );
-        }
-      }
-      for (const url of overwritten) {
-        log.warn(`${url} existed and was overwritten (--overwrite); it may hold a partial restore`);
-      }
+      if (err instanceof ConflictError) throw InputError.field("name", `disk ${name} was registered meanwhile by someone else; choose another {{name}}`);
       throw err;
     }
+    made.length = 0; // registered: from here on nothing is rolled back
+    const recorded = await recordRestoreRun(deps, record, point, { restoreId, pointId, backupSnapshot, backupUrl: newBackup.url, at, digestsUrl: digests.location.url });
+    return {
+      restoreId,
+      diskId: name,
+      diskUrl: newDisk.url,
+      baseSnapshot,
+      backupBlobUrl: newBackup.url,
+      backupSnapshot,
+      restoredPoint: point,
+      fromDiskId: disk.id,
+      size,
+      pointId: recorded ? pointId : undefined,
+      replaced: targets.filter((t) => t.replace).map((t) => t.location.url),
+      checkedBy: read.checkedBy,
+    };
+  } catch (err) {
+    for (const a of made.reverse()) {
+      try {
+        await storage.delete(a);
+      } catch (cleanupError) {
+        log.warn(`could not remove ${a.location.url}${a.snapshot ? ` snapshot ${a.snapshot}` : ""} after the failed restore: ${messageOf(cleanupError)}`);
+      }
+    }
+    throw err;
   }
 }
 
@@ -371,14 +273,14 @@ export async function restoreAsNewDisk(
  * correctly without them, so a failure here is a warning, not a failed restore.
  */
 async function recordRestoreRun(
-  deps: EngineDeps,
+  deps: Deps,
   disk: DiskRecord,
   from: RestorePointRecord,
-  r: { runId: string; pointId: string; backupSnapshot: string; backupUrl: string; at: string },
+  r: { restoreId: string; pointId: string; backupSnapshot: string; backupUrl: string; at: string; digestsUrl: string },
 ): Promise<boolean> {
   try {
     await deps.lineage.addRun({
-      id: r.runId,
+      id: r.restoreId,
       diskId: disk.id,
       trigger: "restore",
       kind: "full",
@@ -390,7 +292,13 @@ async function recordRestoreRun(
       leaseUntil: r.at,
       sourceSnapshot: disk.baseSnapshot,
       sourceSize: disk.baseSize,
-      ...NO_PROGRESS,
+      rangesWritten: 0,
+      rangesCleared: 0,
+      chunksTotal: 0,
+      chunksDone: 0,
+      bytesPlanned: 0,
+      bytesCopied: 0,
+      bytesCleared: 0,
       backupSnapshot: r.backupSnapshot,
       restorePoint: r.pointId,
       reason: `restored from disk ${from.diskId} restore point ${from.id}`,
@@ -398,19 +306,19 @@ async function recordRestoreRun(
     await deps.lineage.addPoint({
       id: r.pointId,
       diskId: disk.id,
-      runId: r.runId,
+      runId: r.restoreId,
       kind: "full",
       backupSnapshot: r.backupSnapshot,
       backupUrl: r.backupUrl,
       sourceSnapshot: disk.baseSnapshot ?? "",
       size: disk.baseSize ?? 0,
       createdAt: r.at,
+      capturedAt: pointTimeIso(from),
+      digestsUrl: r.digestsUrl,
     });
     return true;
   } catch (err) {
-    deps.log.warn(
-      `restored disk ${disk.id} is registered, but its restore run was not recorded: ${errorInfo(err).message}`,
-    );
+    deps.log.warn(`restored disk ${disk.id} is registered, but its restore run was not recorded: ${messageOf(err)}`);
     return false;
   }
 }

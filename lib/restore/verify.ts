@@ -1,50 +1,32 @@
 /**
  * Verify: proves that a restore point holds what it claims. While the point's source snapshot
  * exists (it does for the base point; the engine deletes older ones), the point's backup snapshot
- * is compared with it segment by segment: the valid-range maps must be equal and the bytes of
- * every 4 MiB window must be equal. A point that passes gets its per-window digests recorded in
- * the backup account (see below), so it stays verifiable after its source snapshot is gone: then
- * the backup snapshot is checked against those digests. Guarantees:
+ * is compared with it: the valid-range maps must be equal and the bytes of every window equal. A
+ * point that passes gets its per-window digests recorded afresh (lib/digests), so it stays
+ * verifiable after its source snapshot is gone; then the backup snapshot is checked against them.
+ * Guarantees:
  *
  * - a pass means: same size, same valid ranges, same bytes (against the source), or same valid
- *   ranges and the same MD5 per window as when the point was proved equal to its source (digests);
+ *   ranges and the same MD5 per window as recorded (digests);
  * - a failure names the first differing range in disk order, narrowed to its first 512-byte page
  *   against the source, to its 4 MiB window against digests (nothing finer is stored);
- * - the result and time are recorded on the point row (`verifiedAt`, `verifyResult`); digests
- *   are recorded only for a point that passed against its source, never for one that failed;
- * - memory is bounded by concurrency × 2 × 4 MiB plus one segment's ranges and digests.
- *
- * Digests live in a block blob beside the backup blob, `<backupBlob>.digests/<pointId>`, in the
- * backup container: one block per extent of the disk (a segment, or several when the disk has
- * more segments than a blob has blocks), each listing the extent's windows with data as (window
- * index, MD5 of the window's valid bytes in order, the window's valid ranges). Valid ranges plus
- * the MD5 of their bytes pin the window's whole content (invalid pages read as zeros). A block
- * per extent lets a reader fetch one extent at a time, so reading digests is bounded like the
- * rest. Blob metadata names the disk, the point and its backup snapshot, so digests are never
- * applied to the wrong snapshot.
+ * - the result, time and integrity are recorded on the point row (`verifiedAt`, `verifyResult`,
+ *   `integrity`); digests are recorded only for a point that passed against its source;
+ * - listing runs ahead and windows are read `concurrency` at a time, in disk order of results,
+ *   so memory is bounded by concurrency × 2 × 4 MiB plus the listings in flight.
  */
-import crypto from "node:crypto";
-import type { BlockBlobClient, PageBlobClient } from "@azure/storage-blob";
-import { isDiffRefusal, isNotFound } from "../azure/errors";
-import { withRetry, type RetryPolicy } from "../azure/retry";
-import { blobLocation, type BlobLocation } from "../azure/urls";
-import { requireDisk } from "../backup/disks";
-import { answersDiffsWrongly, diskLocations, retryPolicy, type EngineDeps } from "../backup/run";
-import { forEachBounded } from "../concurrency";
-import { downloadRange, serviceDiffSegment, validRangesSegment } from "../diff";
-import { retryOnConflict, type DiskRecord, type RestorePointRecord } from "../lineage/types";
-import {
-  chunksOf,
-  differingPages,
-  intersect,
-  normalize,
-  PAGE_SIZE,
-  segments,
-  subtract,
-  union,
-  WINDOW_SIZE,
-  type PageRange,
-} from "../ranges";
+import { forEachOrdered } from "../core/concurrency";
+import { InputError } from "../core/errors";
+import type { Deps } from "../deps";
+import { listChanges, listerOptionsOf, validChunks, windowChunks, type ListerOptions } from "../diff/lister";
+import { digestsLocation, md5Of, type WindowDigest } from "../digests/format";
+import { checkWindow, DigestWriter, missingWindow, openDigests, type DigestCursor, type DigestMismatch } from "../digests/store";
+import { requireDisk } from "../disks/register";
+import { backupLocation } from "../lineage/locations";
+import { patchPoint } from "../lineage/rows";
+import type { DiskRecord, RestorePointRecord } from "../lineage/types";
+import { differingPages, PAGE_SIZE, type Chunk, type PageRange } from "../ranges";
+import type { PageAddress } from "../storage/port";
 import { holdPoint } from "./hold";
 import { selectPoint } from "./points";
 
@@ -77,7 +59,7 @@ export interface VerifyResult {
   summary: string;
 }
 
-/** A verification that could not be made at all (no source snapshot and no digests, gone snapshot). */
+/** A verification that could not be made at all (no source snapshot and no digests, a gone snapshot). */
 export class UnverifiableError extends Error {
   constructor(message: string) {
     super(message);
@@ -93,144 +75,22 @@ export class VerifyFailedError extends Error {
   }
 }
 
-/** Azure's limit of committed blocks per block blob; one block per extent must stay below it. */
-const MAX_DIGEST_BLOCKS = 50_000;
-/** Identifies the block format; a reader refuses anything else instead of misreading it. */
-const DIGEST_MAGIC = "DDG1";
-const DIGEST_METADATA = {
-  disk: "diskdeltadisk",
-  point: "diskdeltapoint",
-  snapshot: "diskdeltasnapshot",
-  size: "diskdeltasize",
-} as const;
-/** How often a point row update is retried when another writer (retention, a restore) changed it. */
-const ROW_UPDATE_ATTEMPTS = 5;
-
-interface WindowDigest {
-  index: number;
-  md5: Buffer;
-  /** Absolute, normalized, inside the window and the extent. */
-  ranges: PageRange[];
-}
-
-/** Where a point's digests live: `<backupBlob>.digests/<pointId>` in the backup container. */
-export function digestsLocation(disk: DiskRecord, pointId: string): BlobLocation {
-  const { backup } = diskLocations(disk);
-  return blobLocation(backup, backup.container, `${backup.blob}.digests/${pointId}`);
-}
-
-function digestsBlob(deps: EngineDeps, loc: BlobLocation): BlockBlobClient {
-  return deps.clients.container(loc).getBlockBlobClient(loc.blob);
-}
-
-/** Deletes a point's digests if there are any (retention calls it; a missing blob is success). */
-export async function deleteDigests(deps: EngineDeps, disk: DiskRecord, pointId: string): Promise<void> {
-  const loc = digestsLocation(disk, pointId);
-  await withRetry(retryPolicy(deps.config, deps.log), () => digestsBlob(deps, loc).deleteIfExists());
-}
-
-/** The extents digests are kept by: segments, widened so a disk never needs more blocks than a blob holds. */
-export function digestExtents(size: number, segmentBytes: number): PageRange[] {
-  const count = Math.ceil(size / segmentBytes);
-  const perBlock = Math.max(1, Math.ceil(count / (MAX_DIGEST_BLOCKS - 1)));
-  return segments(size, segmentBytes * perBlock);
-}
-
-function encodeExtent(extent: PageRange, windows: WindowDigest[]): Buffer {
-  const parts: Buffer[] = [];
-  const head = Buffer.alloc(4 + 8 + 8 + 4);
-  head.write(DIGEST_MAGIC, 0, "ascii");
-  head.writeDoubleLE(extent.start, 4);
-  head.writeDoubleLE(extent.end, 12);
-  head.writeUInt32LE(windows.length, 20);
-  parts.push(head);
-  for (const w of windows) {
-    const rec = Buffer.alloc(4 + 16 + 4 + w.ranges.length * 8);
-    rec.writeUInt32LE(w.index, 0);
-    w.md5.copy(rec, 4);
-    rec.writeUInt32LE(w.ranges.length, 20);
-    const windowStart = w.index * WINDOW_SIZE;
-    w.ranges.forEach((r, i) => {
-      rec.writeUInt32LE((r.start - windowStart) / PAGE_SIZE, 24 + i * 8);
-      rec.writeUInt32LE((r.end - r.start) / PAGE_SIZE, 28 + i * 8);
-    });
-    parts.push(rec);
-  }
-  return Buffer.concat(parts);
-}
-
-function decodeExtent(buf: Buffer, what: string): { extent: PageRange; windows: WindowDigest[] } {
-  const bad = (why: string) => new Error(`${what} is not a digest block: ${why}`);
-  if (buf.length < 24 || buf.toString("ascii", 0, 4) !== DIGEST_MAGIC) throw bad("wrong magic");
-  const extent = { start: buf.readDoubleLE(4), end: buf.readDoubleLE(12) };
-  const count = buf.readUInt32LE(20);
-  const windows: WindowDigest[] = [];
-  let at = 24;
-  for (let i = 0; i < count; i++) {
-    if (at + 24 > buf.length) throw bad("truncated");
-    const index = buf.readUInt32LE(at);
-    const md5 = Buffer.from(buf.subarray(at + 4, at + 20));
-    const n = buf.readUInt32LE(at + 20);
-    at += 24;
-    if (at + n * 8 > buf.length) throw bad("truncated");
-    const ranges: PageRange[] = [];
-    for (let j = 0; j < n; j++, at += 8) {
-      const start = index * WINDOW_SIZE + buf.readUInt32LE(at) * PAGE_SIZE;
-      ranges.push({ start, end: start + buf.readUInt32LE(at + 4) * PAGE_SIZE });
-    }
-    windows.push({ index, md5, ranges });
-  }
-  if (at !== buf.length) throw bad("trailing bytes");
-  return { extent, windows };
-}
-
-/** Block ids must be base64 of equal length within a blob. */
-function blockId(n: number): string {
-  return Buffer.from(`extent-${String(n).padStart(8, "0")}`).toString("base64");
-}
-
-function md5Of(parts: Buffer[]): Buffer {
-  const h = crypto.createHash("md5");
-  for (const p of parts) h.update(p);
-  return h.digest();
-}
-
-/** The first page or range where two valid-range maps differ, or undefined when equal. */
-function firstMapDifference(
-  source: PageRange[],
-  point: PageRange[],
-  sourceName = "the source snapshot",
-): Difference | undefined {
-  const onlySource = subtract(source, point);
-  const onlyPoint = subtract(point, source);
-  const first = union(onlySource, onlyPoint)[0];
-  if (!first) return undefined;
-  const inSource = onlySource.some((r) => r.start <= first.start && first.start < r.end);
-  const range = (inSource ? onlySource : onlyPoint).find(
-    (r) => r.start <= first.start && first.start < r.end,
-  )!;
-  return {
-    start: first.start,
-    end: first.start + PAGE_SIZE,
-    range,
-    kind: "valid-ranges",
-    detail: inSource
-      ? `valid in ${sourceName} but empty in the restore point`
-      : `valid in the restore point but empty in ${sourceName}`,
-  };
-}
-
-function earliest(a: Difference | undefined, b: Difference | undefined): Difference | undefined {
-  if (!a) return b;
-  if (!b) return a;
-  return b.start < a.start ? b : a;
+export function listerOptions(deps: Deps): ListerOptions {
+  return listerOptionsOf(deps.config);
 }
 
 function describeDifference(d: Difference): string {
   const page = `[${d.start}, ${d.end})`;
-  const range =
-    d.range.start === d.start && d.range.end === d.end ? "" : ` (in [${d.range.start}, ${d.range.end}))`;
+  const range = d.range.start === d.start && d.range.end === d.end ? "" : ` (in [${d.range.start}, ${d.range.end}))`;
   return `${d.kind === "digest" ? "window" : "page"} ${page}${range}: ${d.detail}`;
+}
+
+function fromMismatch(m: DigestMismatch): Difference {
+  return { start: m.start, end: m.end, range: { start: m.start, end: m.end }, kind: m.kind, detail: m.detail };
+}
+
+export function updatePointRow(deps: Deps, point: RestorePointRecord, changes: Partial<RestorePointRecord>): Promise<void> {
+  return patchPoint(deps.lineage, point, changes);
 }
 
 interface Scan {
@@ -239,255 +99,117 @@ interface Scan {
   difference?: Difference;
 }
 
+/** Stops a scan at its first difference (in disk order): thrown by the in-order delivery. */
+class Found extends Error {
+  constructor(readonly difference: Difference) {
+    super("difference found");
+  }
+}
+
+type CompareItem = { kind: "window"; chunk: Chunk } | { kind: "map"; difference: Difference };
+
 /**
- * Reads the point's backup snapshot extent by extent, computing window digests and, when `against`
- * is given, comparing maps and bytes with it. Each clean extent's digests go to `stage`.
+ * The windows valid on both sides of a compare listing, in disk order, up to the first place where
+ * the valid-range maps differ (then that difference, and nothing after it).
  */
-async function scanPoint(
-  deps: EngineDeps,
-  point: PageBlobClient,
-  size: number,
-  policy: RetryPolicy,
-  against: PageBlobClient | undefined,
-  stage: (n: number, extent: PageRange, windows: WindowDigest[]) => Promise<void>,
-): Promise<Scan> {
-  const scan: Scan = { bytesChecked: 0, windowsChecked: 0 };
-  const extents = digestExtents(size, deps.config.segmentBytes);
-  for (const [n, extent] of extents.entries()) {
-    const [pointValid, sourceValid] = await Promise.all([
-      validRangesSegment(point, extent, policy),
-      against ? validRangesSegment(against, extent, policy) : Promise.resolve(undefined),
-    ]);
-    let difference = sourceValid ? firstMapDifference(sourceValid, pointValid) : undefined;
-    const readable = sourceValid ? intersect(sourceValid, pointValid) : pointValid;
-    const windows: WindowDigest[] = [];
-    await forEachBounded(chunksOf(readable), deps.config.copyConcurrency, async (chunk) => {
-      const parts: Buffer[] = [];
-      for (const range of chunk.ranges) {
-        const [mine, theirs] = await Promise.all([
-          downloadRange(point, range, policy),
-          against ? downloadRange(against, range, policy) : Promise.resolve(undefined),
-        ]);
-        if (mine.length !== range.end - range.start)
-          throw new Error(`short read of [${range.start}, ${range.end}) from ${point.url}`);
-        scan.bytesChecked += mine.length;
-        if (theirs && !mine.equals(theirs)) {
-          const pages = theirs.length === mine.length ? differingPages(theirs, mine, range.start) : [range];
-          const first = pages[0] ?? range;
-          difference = earliest(difference, {
-            start: first.start,
-            end: first.start + PAGE_SIZE,
-            range: first,
-            kind: "bytes",
-            detail: "bytes differ from the source snapshot",
-          });
-        }
-        parts.push(mine);
+async function* compareItems(deps: Deps, source: PageAddress, point: PageAddress, size: number): AsyncGenerator<CompareItem> {
+  let difference: Difference | undefined;
+  const both = (async function* () {
+    for await (const piece of listChanges(deps.storage, { kind: "compare", first: source, second: point }, 0, size, listerOptions(deps))) {
+      const firstOnly = piece.writes[0];
+      const pointOnly = piece.clears[0];
+      const first = [firstOnly, pointOnly].filter(Boolean).sort((a, b) => a!.start - b!.start)[0];
+      if (first) {
+        const inSource = first === firstOnly;
+        difference = {
+          start: first.start,
+          end: first.start + PAGE_SIZE,
+          range: first,
+          kind: "valid-ranges",
+          detail: inSource ? "valid in the source snapshot but empty in the restore point" : "valid in the restore point but empty in the source snapshot",
+        };
+        yield piece.both.filter((r) => r.start < first.start).map((r) => ({ start: r.start, end: Math.min(r.end, first.start) }));
+        return;
       }
-      scan.windowsChecked += 1;
-      windows.push({ index: chunk.index, md5: md5Of(parts), ranges: chunk.ranges });
-    });
-    if (difference) {
-      scan.difference = difference;
-      return scan;
+      yield piece.both;
     }
-    windows.sort((a, b) => a.index - b.index);
-    await stage(n, extent, windows);
+  })();
+  for await (const chunk of windowChunks(both)) yield { kind: "window", chunk };
+  if (difference) yield { kind: "map", difference };
+}
+
+/** Compares the point with its source snapshot; on a pass its digests are staged into `writer`. */
+async function scanAgainstSource(deps: Deps, point: PageAddress, source: PageAddress, size: number, writer: DigestWriter): Promise<Scan> {
+  const scan: Scan = { bytesChecked: 0, windowsChecked: 0 };
+  try {
+    await forEachOrdered(
+      compareItems(deps, source, point, size),
+      deps.config.copyConcurrency,
+      async (item): Promise<{ digest?: WindowDigest; difference?: Difference }> => {
+        if (item.kind === "map") return { difference: item.difference };
+        const parts: Buffer[] = [];
+        let difference: Difference | undefined;
+        for (const range of item.chunk.ranges) {
+          const [mine, theirs] = await Promise.all([deps.storage.read(point, range), deps.storage.read(source, range)]);
+          scan.bytesChecked += mine.length;
+          if (!difference && !mine.equals(theirs)) {
+            const first = differingPages(theirs, mine, range.start)[0] ?? range;
+            difference = { start: first.start, end: first.start + PAGE_SIZE, range: first, kind: "bytes", detail: "bytes differ from the source snapshot" };
+          }
+          parts.push(mine);
+        }
+        scan.windowsChecked++;
+        return { difference, digest: { index: item.chunk.index, md5: md5Of(parts), ranges: item.chunk.ranges } };
+      },
+      async (result) => {
+        if (result.difference) throw new Found(result.difference);
+        await writer.add(result.digest!);
+      },
+    );
+  } catch (err) {
+    if (err instanceof Found) return { ...scan, difference: err.difference };
+    throw err;
   }
   return scan;
 }
 
-/** Writes digests block by block as `scanPoint` produces them; `commit` makes them the blob's content. */
-function digestWriter(deps: EngineDeps, disk: DiskRecord, point: RestorePointRecord, policy: RetryPolicy) {
-  const loc = digestsLocation(disk, point.id);
-  const blob = digestsBlob(deps, loc);
-  const ids: string[] = [];
-  return {
-    url: loc.url,
-    stage: async (n: number, extent: PageRange, windows: WindowDigest[]) => {
-      if (n === 0) await withRetry(policy, () => deps.clients.container(loc).createIfNotExists());
-      const body = encodeExtent(extent, windows);
-      const id = blockId(n);
-      await withRetry(policy, () => blob.stageBlock(id, body, body.length));
-      ids.push(id);
-    },
-    commit: async (size: number) => {
-      await withRetry(policy, () =>
-        blob.commitBlockList(ids, {
-          metadata: {
-            [DIGEST_METADATA.disk]: disk.id,
-            [DIGEST_METADATA.point]: point.id,
-            [DIGEST_METADATA.snapshot]: point.backupSnapshot,
-            [DIGEST_METADATA.size]: String(size),
-          },
-        }),
-      );
-    },
-  };
-}
-
-/** A snapshot's size, or undefined when it is gone. */
-async function snapshotSize(blob: PageBlobClient, policy: RetryPolicy): Promise<number | undefined> {
+/** Checks the point against its recorded digests, window by window in disk order. */
+export async function scanAgainstDigests(deps: Deps, point: PageAddress, size: number, cursor: DigestCursor): Promise<Scan> {
+  const scan: Scan = { bytesChecked: 0, windowsChecked: 0 };
+  const planned = (async function* () {
+    for await (const chunk of validChunks(deps.storage, point, 0, size, listerOptions(deps))) {
+      const claim = await cursor.claim(chunk.index);
+      if (claim.skipped.length > 0) {
+        yield { chunk, missing: claim.skipped[0] };
+        return;
+      }
+      yield { chunk, digest: claim.digest };
+    }
+  })();
   try {
-    return (await withRetry(policy, () => blob.getProperties())).contentLength ?? 0;
+    await forEachOrdered(
+      planned,
+      deps.config.copyConcurrency,
+      async ({ chunk, digest, missing }): Promise<DigestMismatch | undefined> => {
+        if (missing) return missingWindow(missing);
+        const parts: Buffer[] = [];
+        for (const range of chunk.ranges) parts.push(await deps.storage.read(point, range));
+        scan.bytesChecked += chunk.bytes;
+        scan.windowsChecked++;
+        return checkWindow(chunk, digest, parts, size);
+      },
+      (mismatch) => {
+        if (mismatch) throw new Found(fromMismatch(mismatch));
+      },
+    );
   } catch (err) {
-    if (isNotFound(err)) return undefined;
+    if (err instanceof Found) return { ...scan, difference: err.difference };
     throw err;
   }
-}
-
-async function pointSize(
-  blob: PageBlobClient,
-  point: RestorePointRecord,
-  policy: RetryPolicy,
-): Promise<number> {
-  const size = await snapshotSize(blob, policy);
-  if (size === undefined) {
-    throw new UnverifiableError(
-      `restore point ${point.id}: its backup snapshot ${point.backupSnapshot} is gone; nothing to verify`,
-    );
-  }
-  return size;
-}
-
-/**
- * Records a point's digests by reading its whole backup snapshot (no comparison), and references
- * them from the point row. Costs one read of the point's valid data: not for every seal by default.
- */
-export async function recordDigests(
-  deps: EngineDeps,
-  disk: DiskRecord,
-  point: RestorePointRecord,
-): Promise<string> {
-  const policy = retryPolicy(deps.config, deps.log);
-  const blob = deps.clients.pageBlob(diskLocations(disk).backup, point.backupSnapshot);
-  const size = await pointSize(blob, point, policy);
-  const writer = digestWriter(deps, disk, point, policy);
-  await scanPoint(deps, blob, size, policy, undefined, writer.stage);
-  await writer.commit(size);
-  await updatePointRow(deps, point, { digestsUrl: writer.url });
-  return writer.url;
-}
-
-export interface SealDigests {
-  url: string;
-  /** "incremental": only the windows the backup blob's diff names were read; "full": the whole point. */
-  mode: "incremental" | "full";
-  /** Windows with data read from the point to make the digests. */
-  windowsRead: number;
-}
-
-/**
- * Records the digests of a point just sealed (the after-seal hook calls it), so the point stays
- * verifiable after its source snapshot is deleted by the next backup. Where the backup endpoint
- * answers page-range diffs correctly and the previous point's digests cover the same extents,
- * only the windows named by the diff between the two backup snapshots are read: every other
- * window holds the same bytes as in the previous point, so its digest is carried over. Otherwise
- * (first point, size or segment change, a refused diff, Azurite, DISKDELTA_DIFF_MODE=compare)
- * the whole point is read. These digests say what the point held when it was sealed; `verify`
- * while the source snapshot exists proves that equal to the disk and records them anew.
- */
-export async function recordSealDigests(
-  deps: EngineDeps,
-  disk: DiskRecord,
-  point: RestorePointRecord,
-): Promise<SealDigests> {
-  const policy = retryPolicy(deps.config, deps.log);
-  const points = await deps.lineage.listPoints(disk.id);
-  const at = points.findIndex((p) => p.id === point.id);
-  const previous = at >= 0 ? points[at + 1] : undefined;
-  if (previous?.digestsUrl && previous.size === point.size && deps.config.diffMode !== "compare") {
-    const done = await recordIncrementally(deps, disk, point, previous, policy);
-    if (done) return done;
-  }
-  const blob = deps.clients.pageBlob(diskLocations(disk).backup, point.backupSnapshot);
-  const size = await pointSize(blob, point, policy);
-  const writer = digestWriter(deps, disk, point, policy);
-  const scan = await scanPoint(deps, blob, size, policy, undefined, writer.stage);
-  await writer.commit(size);
-  await updatePointRow(deps, point, { digestsUrl: writer.url });
-  return { url: writer.url, mode: "full", windowsRead: scan.windowsChecked };
-}
-
-/** The incremental case of recordSealDigests, or undefined when it does not apply (nothing committed then). */
-async function recordIncrementally(
-  deps: EngineDeps,
-  disk: DiskRecord,
-  point: RestorePointRecord,
-  previous: RestorePointRecord,
-  policy: RetryPolicy,
-): Promise<SealDigests | undefined> {
-  const backup = diskLocations(disk).backup;
-  const pointBlob = deps.clients.pageBlob(backup, point.backupSnapshot);
-  const prevLoc = digestsLocation(disk, previous.id);
-  const prevDigests = digestsBlob(deps, prevLoc);
-  let props;
-  try {
-    props = await withRetry(policy, () => prevDigests.getProperties());
-  } catch (err) {
-    if (isNotFound(err)) return undefined;
-    throw err;
-  }
-  const meta = props.metadata ?? {};
-  if (
-    meta[DIGEST_METADATA.snapshot] !== previous.backupSnapshot ||
-    meta[DIGEST_METADATA.size] !== String(point.size)
-  )
-    return undefined;
-  const extents = digestExtents(point.size, deps.config.segmentBytes);
-  const blocks = (await withRetry(policy, () => prevDigests.getBlockList("committed"))).committedBlocks ?? [];
-  if (blocks.length !== extents.length) return undefined;
-  const writer = digestWriter(deps, disk, point, policy);
-  let windowsRead = 0;
-  let offset = 0;
-  for (const [n, block] of blocks.entries()) {
-    const raw = await withRetry(policy, () => prevDigests.downloadToBuffer(offset, block.size));
-    offset += block.size;
-    const { extent, windows } = decodeExtent(raw, `${prevLoc.url} block ${block.name}`);
-    if (extent.start !== extents[n].start || extent.end !== extents[n].end) return undefined;
-    let changes;
-    try {
-      changes = await serviceDiffSegment(pointBlob, previous.backupSnapshot, extent, policy);
-    } catch (err) {
-      if (isDiffRefusal(err)) return undefined;
-      throw err;
-    }
-    if (answersDiffsWrongly(changes.server)) return undefined;
-    const changed = new Set<number>();
-    for (const r of [...changes.writes, ...changes.clears]) {
-      for (let w = Math.floor(r.start / WINDOW_SIZE); w * WINDOW_SIZE < r.end; w++) changed.add(w);
-    }
-    const kept = windows.filter((w) => !changed.has(w.index));
-    const valid = await validRangesSegment(pointBlob, extent, policy);
-    const fresh: WindowDigest[] = [];
-    const touched = [...chunksOf(valid)].filter((c) => changed.has(c.index));
-    await forEachBounded(touched, deps.config.copyConcurrency, async (chunk) => {
-      const parts: Buffer[] = [];
-      for (const range of chunk.ranges) parts.push(await downloadRange(pointBlob, range, policy));
-      windowsRead += 1;
-      fresh.push({ index: chunk.index, md5: md5Of(parts), ranges: chunk.ranges });
-    });
-    await writer.stage(
-      n,
-      extent,
-      [...kept, ...fresh].sort((a, b) => a.index - b.index),
-    );
-  }
-  await writer.commit(point.size);
-  await updatePointRow(deps, point, { digestsUrl: writer.url });
-  return { url: writer.url, mode: "incremental", windowsRead };
-}
-
-async function updatePointRow(
-  deps: EngineDeps,
-  point: RestorePointRecord,
-  changes: Partial<RestorePointRecord>,
-): Promise<void> {
-  await retryOnConflict(ROW_UPDATE_ATTEMPTS, async () => {
-    const current = await deps.lineage.getPoint(point.diskId, point.id);
-    // Retention deleted it meanwhile: there is nothing left to record on.
-    if (current) await deps.lineage.updatePoint({ ...current, ...changes });
-  });
+  const rest = await cursor.rest();
+  if (rest.skipped.length > 0) return { ...scan, difference: fromMismatch(missingWindow(rest.skipped[0])) };
+  if (!rest.complete) throw new Error(`the digests do not cover the whole disk of ${size} bytes`);
+  return scan;
 }
 
 export interface VerifyOptions {
@@ -495,13 +217,7 @@ export interface VerifyOptions {
   point?: string;
 }
 
-export async function verifyPoint(
-  deps: EngineDeps,
-  diskId: string,
-  options: VerifyOptions = {},
-): Promise<VerifyResult> {
-  const now = deps.now ?? (() => new Date());
-  const policy = retryPolicy(deps.config, deps.log);
+export async function verifyPoint(deps: Deps, diskId: string, options: VerifyOptions = {}): Promise<VerifyResult> {
   const disk = await requireDisk(deps, diskId);
   const selected = await selectPoint(deps.lineage, diskId, options.point ?? "latest");
   // Held while it is read, so retention does not delete it under a long verify.
@@ -509,77 +225,84 @@ export async function verifyPoint(
   try {
     // Re-read: the hold changed the row, and the rest records on the row as it is now.
     const point = (await deps.lineage.getPoint(diskId, selected.id)) ?? selected;
-    return await verifyHeld(deps, disk, point, now, policy);
+    return await verifyHeld(deps, disk, point);
   } finally {
     await hold.release();
   }
 }
 
-async function verifyHeld(
-  deps: EngineDeps,
-  disk: DiskRecord,
-  point: RestorePointRecord,
-  now: () => Date,
-  policy: RetryPolicy,
-): Promise<VerifyResult> {
-  const diskId = disk.id;
-  const { source, backup } = diskLocations(disk);
-  const pointBlob = deps.clients.pageBlob(backup, point.backupSnapshot);
-  const size = await pointSize(pointBlob, point, policy);
-  const sourceBlob = point.sourceSnapshot ? deps.clients.pageBlob(source, point.sourceSnapshot) : undefined;
-  const sourceSize = sourceBlob ? await snapshotSize(sourceBlob, policy) : undefined;
-
-  const base = {
-    diskId,
-    pointId: point.id,
-    backupSnapshot: point.backupSnapshot,
-    sourceSnapshot: point.sourceSnapshot,
-  };
+async function verifyHeld(deps: Deps, disk: DiskRecord, point: RestorePointRecord): Promise<VerifyResult> {
+  const backup = backupLocation(disk);
+  const pointAddress: PageAddress = { kind: "blob", location: backup, snapshot: point.backupSnapshot };
+  const props = await deps.storage.properties(pointAddress);
+  if (!props) throw new UnverifiableError(`restore point ${point.id}: its backup snapshot ${point.backupSnapshot} is gone; nothing to verify`);
+  const size = props.size;
+  const base = { diskId: disk.id, pointId: point.id, backupSnapshot: point.backupSnapshot, sourceSnapshot: point.sourceSnapshot };
   let result: VerifyResult;
-  if (sourceBlob && sourceSize !== undefined) {
-    deps.log.info(`verifying ${point.id} against source snapshot ${point.sourceSnapshot}`);
-    let scan: Scan;
-    let digestsUrl: string | undefined;
-    if (sourceSize !== size) {
-      const at = Math.min(sourceSize, size);
-      scan = {
-        bytesChecked: 0,
-        windowsChecked: 0,
-        difference: {
-          start: at,
-          end: Math.max(sourceSize, size),
-          range: { start: at, end: Math.max(sourceSize, size) },
-          kind: "size",
-          detail: `the source snapshot is ${sourceSize} bytes, the restore point ${size}`,
-        },
-      };
-    } else {
-      const writer = digestWriter(deps, disk, point, policy);
-      scan = await scanPoint(deps, pointBlob, size, policy, sourceBlob, writer.stage);
-      if (!scan.difference) {
-        await writer.commit(size);
-        digestsUrl = writer.url;
+  const source = await openSourceSnapshot(deps, disk, point);
+  if (source) {
+    try {
+      deps.log.info(`verifying ${point.id} against source snapshot ${point.sourceSnapshot}`);
+      const sourceSize = (await deps.storage.properties(source.address))?.size;
+      let scan: Scan;
+      let digestsUrl: string | undefined;
+      if (sourceSize !== size) {
+        const at = Math.min(sourceSize ?? 0, size);
+        const end = Math.max(sourceSize ?? 0, size);
+        scan = { bytesChecked: 0, windowsChecked: 0, difference: { start: at, end, range: { start: at, end }, kind: "size", detail: `the source snapshot is ${sourceSize} bytes, the restore point ${size}` } };
+      } else {
+        const writer = new DigestWriter(deps.storage, digestsLocation(backup, point.id), { diskId: disk.id, pointId: point.id, backupSnapshot: point.backupSnapshot });
+        scan = await scanAgainstSource(deps, pointAddress, source.address, size, writer);
+        if (!scan.difference) {
+          await writer.finish(size);
+          digestsUrl = writer.location.url;
+        }
       }
+      result = finish(base, "source-snapshot", scan, deps.now(), digestsUrl);
+    } finally {
+      await source.close();
     }
-    result = finish(base, "source-snapshot", scan, now(), digestsUrl);
   } else {
     if (!point.digestsUrl) {
       throw new UnverifiableError(
         `restore point ${point.id} cannot be verified: its source snapshot ${point.sourceSnapshot || "(none)"} is gone ` +
-          `and no digests were recorded for it (digests are recorded when a point passes 'diskdelta verify' ` +
-          `while it is the newest, before the next backup deletes its source snapshot)`,
+          `and no digests were recorded for it (digests are recorded when a point is sealed, and when it passes a verify while it is the newest)`,
       );
     }
     deps.log.info(`verifying ${point.id} against the digests in ${point.digestsUrl}`);
-    const scan = await checkDigests(deps, disk, point, pointBlob, size, policy);
-    result = finish(base, "digests", scan, now(), point.digestsUrl);
+    const opened = await openDigests(deps.storage, digestsLocation(backup, point.id), point.backupSnapshot, size);
+    if (!opened.ok) {
+      if (opened.gone) throw new UnverifiableError(`restore point ${point.id}: ${opened.why}`);
+      const scan: Scan = { bytesChecked: 0, windowsChecked: 0, difference: { start: 0, end: size, range: { start: 0, end: size }, kind: "digest", detail: opened.why } };
+      result = finish(base, "digests", scan, deps.now(), point.digestsUrl);
+    } else {
+      result = finish(base, "digests", await scanAgainstDigests(deps, pointAddress, size, opened.cursor), deps.now(), point.digestsUrl);
+    }
   }
   await updatePointRow(deps, point, {
     verifiedAt: result.verifiedAt,
     verifyResult: result.summary,
+    integrity: result.ok ? "ok" : "failed",
     ...(result.digestsUrl ? { digestsUrl: result.digestsUrl } : {}),
   });
   return result;
+}
+
+/** The point's source snapshot opened for reading, or undefined when it is gone. */
+async function openSourceSnapshot(deps: Deps, disk: DiskRecord, point: RestorePointRecord) {
+  if (!point.sourceSnapshot) return undefined;
+  const source = deps.sources.of(disk);
+  // A point restored from another disk names a source snapshot of the restored disk's own blob.
+  try {
+    const opened = await source.open(point.sourceSnapshot);
+    if (await deps.storage.properties(opened.address)) return opened;
+    await opened.close();
+    return undefined;
+  } catch (err) {
+    if (err instanceof InputError) return undefined;
+    if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+    throw err;
+  }
 }
 
 function finish(
@@ -589,8 +312,7 @@ function finish(
   at: Date,
   digestsUrl: string | undefined,
 ): VerifyResult {
-  const against =
-    method === "source-snapshot" ? `source snapshot ${base.sourceSnapshot}` : "recorded digests";
+  const against = method === "source-snapshot" ? `source snapshot ${base.sourceSnapshot}` : "recorded digests";
   const summary = scan.difference
     ? `failed against ${against}: ${describeDifference(scan.difference)}`
     : `ok: equals ${against} (${scan.windowsChecked} windows, ${scan.bytesChecked} bytes)`;
@@ -605,84 +327,4 @@ function finish(
     digestsUrl,
     summary,
   };
-}
-
-/** Checks the backup snapshot against recorded digests, one block (extent) at a time. */
-async function checkDigests(
-  deps: EngineDeps,
-  disk: DiskRecord,
-  point: RestorePointRecord,
-  pointBlob: PageBlobClient,
-  size: number,
-  policy: RetryPolicy,
-): Promise<Scan> {
-  const loc = digestsLocation(disk, point.id);
-  const blob = digestsBlob(deps, loc);
-  let props;
-  try {
-    props = await withRetry(policy, () => blob.getProperties());
-  } catch (err) {
-    if (isNotFound(err))
-      throw new UnverifiableError(`restore point ${point.id}: its digests ${loc.url} are gone`);
-    throw err;
-  }
-  const meta = props.metadata ?? {};
-  if (
-    meta[DIGEST_METADATA.snapshot] !== point.backupSnapshot ||
-    meta[DIGEST_METADATA.size] !== String(size)
-  ) {
-    return {
-      bytesChecked: 0,
-      windowsChecked: 0,
-      difference: {
-        start: 0,
-        end: size,
-        range: { start: 0, end: size },
-        kind: "digest",
-        detail: `the digests were recorded for backup snapshot ${meta[DIGEST_METADATA.snapshot]} of ${meta[DIGEST_METADATA.size]} bytes, the point names ${point.backupSnapshot} of ${size} bytes`,
-      },
-    };
-  }
-  const blocks = (await withRetry(policy, () => blob.getBlockList("committed"))).committedBlocks ?? [];
-  const scan: Scan = { bytesChecked: 0, windowsChecked: 0 };
-  let offset = 0;
-  let covered = 0;
-  for (const block of blocks) {
-    const raw = await withRetry(policy, () => blob.downloadToBuffer(offset, block.size));
-    offset += block.size;
-    const { extent, windows } = decodeExtent(raw, `${loc.url} block ${block.name}`);
-    if (extent.start !== covered) throw new Error(`${loc.url}: extents are not contiguous at ${covered}`);
-    covered = extent.end;
-    const recorded = normalize(windows.flatMap((w) => w.ranges));
-    const actual = await validRangesSegment(pointBlob, extent, policy);
-    let difference = firstMapDifference(recorded, actual, "the recorded digests");
-    const expected = new Map(windows.map((w) => [w.index, w.md5]));
-    await forEachBounded(chunksOf(actual), deps.config.copyConcurrency, async (chunk) => {
-      const parts: Buffer[] = [];
-      for (const range of chunk.ranges) {
-        const data = await downloadRange(pointBlob, range, policy);
-        scan.bytesChecked += data.length;
-        parts.push(data);
-      }
-      scan.windowsChecked += 1;
-      const md5 = md5Of(parts);
-      if (!expected.get(chunk.index)?.equals(md5)) {
-        const start = Math.max(chunk.index * WINDOW_SIZE, extent.start);
-        const end = Math.min((chunk.index + 1) * WINDOW_SIZE, extent.end);
-        difference = earliest(difference, {
-          start,
-          end,
-          range: { start, end },
-          kind: "digest",
-          detail: "the window's MD5 differs from the recorded digest",
-        });
-      }
-    });
-    if (difference) {
-      scan.difference = difference;
-      return scan;
-    }
-  }
-  if (covered !== size) throw new Error(`${loc.url} covers ${covered} of ${size} bytes`);
-  return scan;
 }

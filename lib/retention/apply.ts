@@ -16,21 +16,15 @@
  * - a dry run reads and plans only;
  * - only snapshots of this disk's backup blob named by its own rows are deleted.
  */
-import { errorInfo } from "../azure/errors";
-import { withRetry } from "../azure/retry";
-import { requireDisk } from "../backup/disks";
-import { diskLocations, retryPolicy, type EngineDeps } from "../backup/run";
-import { deleteSnapshot } from "../backup/snapshots";
-import { retryOnConflict, type RestorePointRecord } from "../lineage/types";
-import { pointTime } from "../restore/points";
-import { deleteDigests } from "../restore/verify";
-import {
-  describePolicy,
-  planRetention,
-  policyOf,
-  type RetentionDecision,
-  type RetentionPolicy,
-} from "./policy";
+import { NotFoundError } from "../core/errors";
+import { plural } from "../core/logger";
+import { messageOf } from "../core/errors";
+import { retryOnConflict } from "../core/retry";
+import type { Deps } from "../deps";
+import { digestsLocation } from "../digests/format";
+import { backupLocation } from "../lineage/locations";
+import { pointTime, type RestorePointRecord } from "../lineage/types";
+import { describePolicy, planRetention, policyOf, type RetentionDecision, type RetentionPolicy } from "./policy";
 
 export interface RetentionOptions {
   dryRun?: boolean;
@@ -54,14 +48,9 @@ export interface RetentionResult {
   spared: Array<{ id: string; reason: string }>;
 }
 
-export async function applyRetention(
-  deps: EngineDeps,
-  diskId: string,
-  options: RetentionOptions = {},
-): Promise<RetentionResult> {
-  const now = deps.now ?? (() => new Date());
-  const policy = retryPolicy(deps.config, deps.log);
-  const disk = await requireDisk(deps, diskId);
+export async function applyRetention(deps: Deps, diskId: string, options: RetentionOptions = {}): Promise<RetentionResult> {
+  const disk = await deps.lineage.getDisk(diskId);
+  if (!disk) throw new NotFoundError(`disk ${diskId} is not registered`, "diskId");
   const retention = policyOf(disk);
   // Every point of the disk: retention bounds their number, so the list stays small.
   const points = await deps.lineage.listPoints(diskId);
@@ -71,7 +60,7 @@ export async function applyRetention(
   const plan = planRetention(
     points.map((p) => ({ id: p.id, time: pointTime(p), readingUntil: p.readingUntil })),
     retention,
-    now(),
+    deps.now(),
     pinned,
   );
   const withRecord = (d: RetentionDecision): PlannedPoint => {
@@ -88,19 +77,14 @@ export async function applyRetention(
     spared: [],
   };
   if (options.dryRun) return result;
-  await unmarkKept(
-    deps,
-    plan.keep.map((k) => byId.get(k.id)!).filter((p) => p.deletingSince),
-  );
+  await unmarkKept(deps, plan.keep.map((k) => byId.get(k.id)!).filter((p) => p.deletingSince));
   if (plan.delete.length === 0) return result;
 
-  const backupBlob = deps.clients.pageBlob(diskLocations(disk).backup);
-  deps.log.info(
-    `retention of disk ${diskId} (${describePolicy(retention)}): deleting ${plan.delete.length} of ${points.length} restore points`,
-  );
+  const backup = backupLocation(disk);
+  deps.log.info(`retention of disk ${diskId} (${describePolicy(retention)}): deleting ${plan.delete.length} of ${plural(points.length, "restore point")}`);
   // Oldest first: an interrupted apply has thinned the far past, not left holes among recent points.
   for (const d of [...plan.delete].reverse()) {
-    const marked = await markForDeletion(deps, diskId, d.id, now);
+    const marked = await markForDeletion(deps, diskId, d.id);
     if (!marked) continue; // another apply got here first
     if ("spare" in marked) {
       result.spared.push({ id: d.id, reason: marked.spare });
@@ -108,16 +92,17 @@ export async function applyRetention(
     }
     const current = marked.point;
     try {
-      await deleteSnapshot(backupBlob, current.backupSnapshot, policy);
-      await deleteDigests(deps, disk, current.id);
-      await withRetry(policy, () => deps.lineage.deletePoint(diskId, current.id));
+      await deps.storage.delete({ kind: "blob", location: backup, snapshot: current.backupSnapshot });
+      await deps.storage.delete({ kind: "blob", location: digestsLocation(backup, current.id) });
+      await deps.lineage.deletePoint(diskId, current.id);
       result.deleted.push(current.id);
       deps.log.info(`deleted restore point ${current.id} (backup snapshot ${current.backupSnapshot})`);
     } catch (err) {
       // The next apply finds this point in its plan again and finishes it.
       throw new Error(
-        `retention of disk ${diskId} stopped at restore point ${current.id}: ${errorInfo(err).message}; ` +
-          `${result.deleted.length} deleted so far, the rest go at the next apply`,
+        `retention of disk ${diskId} stopped at restore point ${current.id}: ${messageOf(err)}; ` +
+          `${plural(result.deleted.length, "point")} deleted so far, the rest go at the next apply`,
+        { cause: err },
       );
     }
   }
@@ -132,19 +117,14 @@ const MARK_ATTEMPTS = 8;
  * mark race on the same ETag, so either the reader's hold landed first (the point is spared) or
  * the mark did (the reader's hold fails and it reads nothing). Undefined when the row is gone.
  */
-async function markForDeletion(
-  deps: EngineDeps,
-  diskId: string,
-  pointId: string,
-  now: () => Date,
-): Promise<{ point: RestorePointRecord } | { spare: string } | undefined> {
+async function markForDeletion(deps: Deps, diskId: string, pointId: string): Promise<{ point: RestorePointRecord } | { spare: string } | undefined> {
   return retryOnConflict(MARK_ATTEMPTS, async () => {
     const current = await deps.lineage.getPoint(diskId, pointId);
     if (!current) return undefined;
     if (current.deletingSince) return { point: current }; // an earlier apply marked it and stopped
-    const spare = spareReason(current, now());
+    const spare = spareReason(current, deps.now());
     if (spare) return { spare };
-    return { point: await deps.lineage.updatePoint({ ...current, deletingSince: now().toISOString() }) };
+    return { point: await deps.lineage.updatePoint({ ...current, deletingSince: deps.now().toISOString() }) };
   });
 }
 
@@ -152,18 +132,17 @@ async function markForDeletion(
  * A point the plan keeps but an interrupted apply had marked (the policy changed since, or it
  * became the base): take the mark off, so restores may read it again. Best effort.
  */
-async function unmarkKept(deps: EngineDeps, points: RestorePointRecord[]): Promise<void> {
+async function unmarkKept(deps: Deps, points: RestorePointRecord[]): Promise<void> {
   for (const p of points) {
     try {
       await deps.lineage.updatePoint({ ...p, deletingSince: undefined });
     } catch (err) {
-      deps.log.warn(`could not clear the delete mark of restore point ${p.id}: ${errorInfo(err).message}`);
+      deps.log.warn(`could not clear the delete mark of restore point ${p.id}: ${messageOf(err)}`);
     }
   }
 }
 
 function spareReason(point: RestorePointRecord, now: Date): string | undefined {
-  if (point.readingUntil && Date.parse(point.readingUntil) > now.getTime())
-    return `a restore reads it until ${point.readingUntil}`;
+  if (point.readingUntil && Date.parse(point.readingUntil) > now.getTime()) return `a restore reads it until ${point.readingUntil}`;
   return undefined;
 }

@@ -11,8 +11,9 @@
  * Input: BENCH_CHILD (JSON: { engineEnv, diskId }) in the environment, since the engine
  * environment holds account keys and must not appear on a command line.
  */
-import { backupDisk, silentLogger } from "../../lib/backup/run";
-import { openEngine } from "../../lib/engine";
+import { backupDisk } from "../../lib/backup/run";
+import { silentLogger } from "../../lib/core/logger";
+import { openEngine } from "../../lib/compose";
 import { maxRssMiB, MiB, rssMiB, RssSampler } from "./rss";
 
 export interface ChildInput {

@@ -4,11 +4,11 @@
  * (2) the run succeeded but the disk row was not yet pointed at the new base. In both, the next
  * run must finish the job without a new full copy and without leaking a snapshot.
  */
-import { addDisk } from "../../lib/backup/disks";
+import { addDisk } from "../../lib/disks/register";
 import { backupDisk } from "../../lib/backup/run";
 import { newRun } from "../../lib/backup/claim";
-import { DISK_TAG, RUN_TAG } from "../../lib/backup/snapshots";
-import type { Engine } from "../../lib/engine";
+import { DISK_TAG, RUN_TAG } from "../../lib/sources/tagged";
+import type { Engine } from "../../lib/compose";
 import { newId } from "../../lib/lineage/ids";
 import {
   backupAccountUrl,

@@ -3,9 +3,9 @@
  * detect it and compare). After every cycle the new restore point must equal its source snapshot
  * byte for byte, valid ranges included.
  */
-import { addDisk } from "../../lib/backup/disks";
+import { addDisk } from "../../lib/disks/register";
 import { backupDisk } from "../../lib/backup/run";
-import type { Engine } from "../../lib/engine";
+import type { Engine } from "../../lib/compose";
 import { SOURCE_ACCOUNT, BACKUP_ACCOUNT } from "../support/testEnv";
 import {
   backupAccountUrl,

@@ -13,9 +13,9 @@ import os from "node:os";
 import path from "node:path";
 import type { InvocationContext, Timer } from "@azure/functions";
 import type { QueueClient } from "@azure/storage-queue";
-import { encodeMessage, poisonQueue } from "../../lib/app/queues";
+import { encodeMessage, poisonQueue } from "../../lib/queues/messages";
 import type { FunctionSpec, HttpFunctionSpec, QueueFunctionSpec } from "../../lib/app/register";
-import type { Engine } from "../../lib/engine";
+import type { Engine } from "../../lib/compose";
 import { discoverFunctions } from "../../lib/host/discover";
 import { startHost, type RunningHost } from "../../lib/host/host";
 import type { HostLogger } from "../../lib/host/invocation";
@@ -60,7 +60,7 @@ async function approximateCount(queue: QueueClient): Promise<number> {
 
 let engine: Engine;
 const hosts: { stop(): Promise<void> }[] = [];
-const queueFor = (name: string) => engine.clients.queue(name);
+const queueFor = (name: string) => engine.queueClient(name);
 
 beforeAll(async () => {
   engine = await testEngine();

@@ -12,10 +12,12 @@
 import { HttpRequest, InvocationContext, type HttpResponseInit } from "@azure/functions";
 import * as http from "../../functions/http";
 import { restoreRequest, restoreRequestPoison } from "../../functions/restoreQueue";
-import { QUEUES } from "../../lib/app/queues";
-import { appFromEngine, storageQueueSender, useApp, type App } from "../../lib/app/runtime";
+import { QUEUES } from "../../lib/queues/messages";
+import { useApp } from "../../lib/compose/runtime";
+import type { App } from "../../lib/app/context";
+import { storageQueueSender } from "../../lib/queues/sender";
 import { backupDisk } from "../../lib/backup/run";
-import type { Engine } from "../../lib/engine";
+import type { Engine } from "../../lib/compose";
 import { uniqueName } from "../support/testEnv";
 import { backupAccountUrl, createDisk, MiB, testEngine, writeRandom, type TestDisk } from "../support/disks";
 
@@ -79,7 +81,7 @@ async function call(
 
 /** The messages waiting on one of this suite's queues, decoded as the host would. */
 async function peek(queue: string): Promise<{ text: string; body: Record<string, unknown> }[]> {
-  const client = engine.clients.queue(queueOf(queue));
+  const client = engine.queueClient(queueOf(queue));
   const { peekedMessageItems } = await client.peekMessages({ numberOfMessages: 32 });
   return peekedMessageItems.map((m) => ({
     text: m.messageText,
@@ -105,8 +107,8 @@ function expectClientError(answer: Answer, status: number, mentions: RegExp): vo
 beforeAll(async () => {
   engine = await testEngine();
   app = {
-    ...appFromEngine(engine),
-    queues: storageQueueSender((name) => engine.clients.queue(queueOf(name))),
+    ...engine,
+    queues: storageQueueSender((name) => engine.queueClient(queueOf(name))),
   };
   useApp(app);
   source = await createDisk(8 * MiB);
@@ -116,7 +118,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   useApp(undefined);
-  for (const q of Object.values(QUEUES)) await engine.clients.queue(queueOf(q)).deleteIfExists();
+  for (const q of Object.values(QUEUES)) await engine.queueClient(queueOf(q)).deleteIfExists();
   await engine.close();
 });
 beforeEach(() => {

@@ -5,9 +5,9 @@
  * restore point changes, and no snapshot leaks.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { addDisk } from "../../lib/backup/disks";
+import { addDisk } from "../../lib/disks/register";
 import { backupDisk } from "../../lib/backup/run";
-import type { Engine } from "../../lib/engine";
+import type { Engine } from "../../lib/compose";
 import { normalize, type PageRange } from "../../lib/ranges";
 import { isPutPage, startDiffProxy, type DiffProxy } from "../fixtures/diffProxy";
 import { ensureBuilt } from "../support/build";

@@ -8,8 +8,8 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { openEngine, type Engine } from "../../lib/engine";
-import { silentLogger } from "../../lib/backup/run";
+import { openEngine, type Engine } from "../../lib/compose";
+import { silentLogger } from "../../lib/core/logger";
 import { PAGE_SIZE } from "../../lib/ranges";
 import { ensureBuilt, MAIN } from "../support/build";
 import { json, runScript, type Result } from "../support/processes";

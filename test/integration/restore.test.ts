@@ -7,16 +7,18 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { Command } from "commander";
-import { addDisk, InputError } from "../../lib/backup/disks";
-import { registerRestoreCommands } from "../../lib/cli/restoreCommands";
+import { InputError } from "../../lib/core/errors";
+import { addDisk } from "../../lib/disks/register";
 import { backupDisk } from "../../lib/backup/run";
-import type { Engine } from "../../lib/engine";
+import type { Engine } from "../../lib/compose";
 import type { RestorePointRecord } from "../../lib/lineage";
-import { pointTime, selectPoint } from "../../lib/restore/points";
+import { pointTime } from "../../lib/lineage";
+import { selectPoint } from "../../lib/restore/points";
 import { defaultRestoreName, restoreAsNewDisk } from "../../lib/restore/restore";
 import { restoreToFile } from "../../lib/restore/toFile";
-import { BACKUP_ACCOUNT, SOURCE_ACCOUNT, uniqueName } from "../support/testEnv";
+import { BACKUP_ACCOUNT, SOURCE_ACCOUNT, testStorage, uniqueName } from "../support/testEnv";
+import { ensureBuilt } from "../support/build";
+import { json, runScript } from "../support/processes";
 import {
   backupAccountUrl,
   createDisk,
@@ -265,35 +267,31 @@ describe("restore to file", () => {
 });
 
 describe("restore command", () => {
-  async function cli(args: string[]): Promise<string> {
-    const program = new Command("diskdelta").option("--json").exitOverride();
-    registerRestoreCommands(
-      program,
-      () => program.opts(),
-      (_opts, work) => work(engine),
-    );
-    const out: string[] = [];
-    const write = jest.spyOn(process.stdout, "write").mockImplementation((chunk) => {
-      out.push(String(chunk));
-      return true;
+  /** The real CLI as a process, on this suite's storage and lineage tables. */
+  function cli(args: string[]) {
+    const t = testStorage();
+    return runScript(ensureBuilt(), args, {
+      AzureWebJobsStorage: t.webJobsStorage,
+      STORAGE_ACCOUNT_KEYS: t.storageAccountKeys,
+      DISKDELTA_TABLE_PREFIX: engine.config.tablePrefix,
+      DISKDELTA_SEGMENT_BYTES: String(4 * MiB),
     });
-    try {
-      await program.parseAsync(args, { from: "user" });
-    } finally {
-      write.mockRestore();
-    }
-    return out.join("");
   }
 
-  test("--json prints the new disk under diskId; human output says how to attach it; bad input is an InputError", async () => {
+  test("--json prints the new disk under diskId; human output says how to attach it; bad input exits 2", async () => {
     const name = `${diskId}-cli`;
-    const json = JSON.parse(await cli(["--json", "restore", diskId, "--point", "latest", "--name", name]));
-    expect(json).toMatchObject({ diskId: name, fromDiskId: diskId, fromPoint: points[points.length - 1].id });
+    const restored = json<Record<string, unknown>>(await cli(["--json", "restore", diskId, "--point", "latest", "--name", name]));
+    expect(restored).toMatchObject({ diskId: name, fromDiskId: diskId, fromPoint: points[points.length - 1].id });
     expect(await engine.lineage.getDisk(name)).toBeDefined();
     const human = await cli(["restore", diskId, "--point", points[0].id, "--name", `${name}2`]);
-    expect(human).toMatch(/az disk create .* --source http/);
-    expect(human).toMatch(/az vm disk attach/);
-    await expect(cli(["restore", "nosuchdisk", "--point", "latest"])).rejects.toThrow(InputError);
-    await expect(cli(["restore", diskId, "--point", "latest", "--to-file", "-"])).rejects.toThrow(InputError);
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(/az disk create .* --source http/);
+    expect(human.stdout).toMatch(/az vm disk attach/);
+    const unknown = await cli(["restore", "nosuchdisk"]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/disk nosuchdisk is not registered/);
+    const stdout = await cli(["restore", diskId, "--to-file", "-"]);
+    expect(stdout.code).toBe(2);
+    expect(stdout.stderr).toMatch(/--to-file: needs a file path/);
   });
 });

@@ -9,14 +9,16 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { addDisk, setRetention } from "../../lib/backup/disks";
-import { backupDisk, type Logger } from "../../lib/backup/run";
-import type { Engine } from "../../lib/engine";
+import { addDisk, setDisk } from "../../lib/disks/register";
+import { backupDisk } from "../../lib/backup/run";
+import { type Logger } from "../../lib/core/logger";
+import type { Engine } from "../../lib/compose";
 import { applyRetention } from "../../lib/retention/apply";
 import type { RestorePointRecord } from "../../lib/lineage/types";
 import { holdPoint, type PointHold } from "../../lib/restore/hold";
 import { restoreToFile } from "../../lib/restore/toFile";
-import { recordDigests, verifyPoint } from "../../lib/restore/verify";
+import { verifyPoint } from "../../lib/restore/verify";
+import { recordSealDigests } from "../../lib/digests/seal";
 import { startDiffProxy, isDiffRequest, type DiffProxy } from "../fixtures/diffProxy";
 import { BACKUP_ACCOUNT, testStorage, uniqueName } from "../support/testEnv";
 import {
@@ -120,7 +122,7 @@ test("keeping nothing still keeps the newest point; prune --dry-run lists what w
   });
   const sealed: string[] = [];
   for (let i = 0; i < 3; i++) sealed.push(await backup(id, disk));
-  await setRetention(engine, id, { retainLast: 0 });
+  await setDisk(engine, id, { retention: { keepLast: 0 } });
   const dry = await applyRetention(engine, id, { dryRun: true });
   expect(dry.keep.map((k) => k.id)).toEqual([sealed[2]]);
   expect(dry.keep[0].reasons).toContain("newest restore point");
@@ -154,7 +156,7 @@ test("a point a restore is reading stays until the restore is done; then it goes
   await writeRandom(disk.client, 0, 32 * MiB, rng.bytes);
   const older = await backup(id, disk);
   await backup(id, disk);
-  await setRetention(engine, id, { retainLast: 1 });
+  await setDisk(engine, id, { retention: { keepLast: 1 } });
   const expected = await readImage(
     serviceClient(BACKUP_ACCOUNT)
       .getContainerClient("diskdelta")
@@ -196,7 +198,7 @@ test("a hold and retention's delete mark race on the row's ETag: a held point is
   });
   const older = await backup(id, disk);
   await backup(id, disk);
-  await setRetention(engine, id, { retainLast: 1 });
+  await setDisk(engine, id, { retention: { keepLast: 1 } });
 
   const hold = await holdPoint(engine, (await engine.lineage.getPoint(id, older))!, "test reader");
   const spared = await applyRetention(engine, id);
@@ -276,7 +278,7 @@ describe("digests at seal where the backup endpoint answers diffs (diff proxy)",
       .getBlockBlobClient(`${id}.digests/${run.restorePoint}`);
     const incremental = await digests.downloadToBuffer();
     const point = (await engine.lineage.getPoint(id, run.restorePoint!))!;
-    await recordDigests(engine, (await engine.lineage.getDisk(id))!, point);
+    await recordSealDigests(engine, (await engine.lineage.getDisk(id))!, { ...point, digestsUrl: undefined });
     expect((await digests.downloadToBuffer()).equals(incremental)).toBe(true);
   });
 });

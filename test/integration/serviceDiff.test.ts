@@ -4,9 +4,9 @@
  * byte-identical without a full copy; transient faults are retried; a first run on a sparse disk
  * reads and writes only valid ranges; bytesCopied equals the bytes of the changed pages.
  */
-import { addDisk } from "../../lib/backup/disks";
+import { addDisk } from "../../lib/disks/register";
 import { backupDisk } from "../../lib/backup/run";
-import type { Engine } from "../../lib/engine";
+import type { Engine } from "../../lib/compose";
 import { normalize, totalBytes, type PageRange } from "../../lib/ranges";
 import { startDiffProxy, isDiffRequest, isGetBlob, isPutPage, type DiffProxy } from "../fixtures/diffProxy";
 import { randomCycle } from "../support/cycles";

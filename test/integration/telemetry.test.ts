@@ -16,10 +16,11 @@ import { InvocationContext, type Timer } from "@azure/functions";
 import { backupTimer } from "../../functions/timer";
 import { getDisk } from "../../lib/app/api";
 import { requestBackup } from "../../lib/app/backups";
-import { appFromEngine, useApp, type App } from "../../lib/app/runtime";
-import { addDisk } from "../../lib/backup/disks";
+import { useApp } from "../../lib/compose/runtime";
+import type { App } from "../../lib/app/context";
+import { addDisk } from "../../lib/disks/register";
 import { backupDisk } from "../../lib/backup/run";
-import type { Engine } from "../../lib/engine";
+import type { Engine } from "../../lib/compose";
 import {
   COPY_RATE_METRIC,
   COPY_RATE_PROPERTIES,
@@ -331,7 +332,7 @@ async function tickApp() {
   });
   const sent: { queue: string; body: { diskId: string; runId: string } }[] = [];
   const app: App = {
-    ...appFromEngine(own),
+    ...own,
     queues: {
       send: async (queue, body) => void sent.push({ queue, body: body as (typeof sent)[0]["body"] }),
     },
@@ -465,11 +466,8 @@ test("a tick whose telemetry hook throws still queues, logs a warning and return
   const id = uniqueName("tele-tickdown");
   const disk = await createDisk(4 * MiB);
   await addDisk(own, { id, source: disk.url, backupAccount: backupAccountUrl() });
-  app.hooks = {
-    ...app.hooks,
-    timerTicked: () => {
-      throw new Error("exporter exploded");
-    },
+  app.timerTicked = () => {
+    throw new Error("exporter exploded");
   };
   useApp(app);
   try {

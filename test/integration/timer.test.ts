@@ -6,10 +6,12 @@
  */
 import { InvocationContext, type Timer } from "@azure/functions";
 import { backupTimer } from "../../functions/timer";
-import { QUEUED_OWNER, requestBackup } from "../../lib/app/backups";
-import { decodeBackupRequest, QUEUES, type BackupRequestMessage } from "../../lib/app/queues";
-import { appFromEngine, useApp, type App } from "../../lib/app/runtime";
-import type { Engine } from "../../lib/engine";
+import { requestBackup } from "../../lib/app/backups";
+import { QUEUED_OWNER } from "../../lib/backup/claim";
+import { decodeBackupRequest, QUEUES, type BackupRequestMessage } from "../../lib/queues/messages";
+import { useApp } from "../../lib/compose/runtime";
+import type { App } from "../../lib/app/context";
+import type { Engine } from "../../lib/compose";
 import { BusyError, type DiskRecord } from "../../lib/lineage/types";
 import { backupAccountUrl, testEngine } from "../support/disks";
 import { SOURCE_ACCOUNT, testStorage, uniqueName } from "../support/testEnv";
@@ -35,7 +37,7 @@ let app: App;
 
 beforeEach(async () => {
   engine = await testEngine({ env: { AzureWebJobsStorage: isolatedAppStorage() } });
-  app = appFromEngine(engine);
+  app = engine;
   useApp(app);
 });
 
@@ -97,7 +99,7 @@ async function tick(isPastDue = false): Promise<Tick> {
 
 /** This suite's messages on the backup-requests queue for the given disks. */
 async function queuedFor(diskIds: string[]): Promise<BackupRequestMessage[]> {
-  const queue = engine.clients.queue(QUEUES.backupRequests);
+  const queue = engine.queueClient(QUEUES.backupRequests);
   if (!(await queue.exists())) return [];
   const { peekedMessageItems } = await queue.peekMessages({ numberOfMessages: 32 });
   return peekedMessageItems

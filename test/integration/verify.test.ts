@@ -7,13 +7,16 @@
  * differ; after the next backup deletes the source snapshot, the point still verifies against its
  * digests, and an alteration is caught there too, narrowed to its window.
  */
-import { addDisk } from "../../lib/backup/disks";
+import { addDisk } from "../../lib/disks/register";
 import { backupDisk } from "../../lib/backup/run";
-import type { Engine } from "../../lib/engine";
+import type { Engine } from "../../lib/compose";
 import type { PageBlobClient } from "@azure/storage-blob";
 import type { RestorePointRecord } from "../../lib/lineage";
 import { differingPages, PAGE_SIZE, subtract, union } from "../../lib/ranges";
-import { digestsLocation, recordDigests, UnverifiableError, verifyPoint } from "../../lib/restore/verify";
+import { UnverifiableError, verifyPoint } from "../../lib/restore/verify";
+import { digestsLocation } from "../../lib/digests/format";
+import { recordSealDigests } from "../../lib/digests/seal";
+import { backupLocation } from "../../lib/lineage/locations";
 import { BACKUP_ACCOUNT, uniqueName } from "../support/testEnv";
 import {
   backupAccountUrl,
@@ -92,7 +95,7 @@ test("the base point passes against its source snapshot; the result, time and di
   expect(point.verifiedAt).toBe(r.verifiedAt);
   expect(point.verifyResult).toMatch(/^ok: equals source snapshot /);
   const disk = (await engine.lineage.getDisk(diskId))!;
-  expect(point.digestsUrl).toBe(digestsLocation(disk, point.id).url);
+  expect(point.digestsUrl).toBe(digestsLocation(backupLocation(disk), point.id).url);
   expect(point.digestsUrl).toContain(`/diskdelta/${diskId}.digests/${point.id}`);
   const digests = serviceClient(BACKUP_ACCOUNT)
     .getContainerClient("diskdelta")
@@ -184,7 +187,7 @@ test("after the source snapshot is gone, verify checks the digests, and refuses 
   });
 });
 
-test("digests recorded for a snapshot catch a changed window of that snapshot's data (recordDigests on a copy)", async () => {
+test("digests recorded for a snapshot catch a changed window of that snapshot's data (digests recorded on a copy)", async () => {
   // A snapshot cannot change, so the honest way to show the window check: record digests for a
   // snapshot S of the backup blob, then name S's digests for a snapshot T that differs in one page.
   const disk = (await engine.lineage.getDisk(diskId))!;
@@ -210,7 +213,7 @@ test("digests recorded for a snapshot catch a changed window of that snapshot's 
     verifyResult: undefined,
     etag: undefined,
   });
-  await recordDigests(engine, disk, fake);
+  await recordSealDigests(engine, disk, fake);
   // Rename the digests' claimed snapshot to T (its metadata), as if they had been recorded for T.
   const digests = serviceClient(BACKUP_ACCOUNT)
     .getContainerClient("diskdelta")

@@ -8,11 +8,13 @@
  * Skipped, without touching the network, unless DISKDELTA_LIVE_SOURCE_ACCOUNT_URL and
  * DISKDELTA_LIVE_BACKUP_ACCOUNT_URL are set; see test/live/README.md.
  */
+import { TableClient } from "@azure/data-tables";
 import { BlobServiceClient, StorageSharedKeyCredential } from "@azure/storage-blob";
-import { addDisk } from "../../lib/backup/disks";
-import { backupDisk, silentLogger, type Logger } from "../../lib/backup/run";
-import { parseAccountUrl, type AccountLocation } from "../../lib/azure/urls";
-import { openEngine, type Engine } from "../../lib/engine";
+import { addDisk } from "../../lib/disks/register";
+import { backupDisk } from "../../lib/backup/run";
+import { silentLogger, type Logger } from "../../lib/core/logger";
+import { parseAccountUrl, type AccountLocation } from "../../lib/storage/urls";
+import { openEngine, type Engine } from "../../lib/compose";
 import type { RunRecord } from "../../lib/lineage/types";
 import { expectSameImage, MiB, readImage, seeded, writeRandom } from "../support/disks";
 import { testStorage, uniqueName } from "../support/testEnv";
@@ -61,12 +63,20 @@ describeLive(skipReason ? `live Azure (skipped: ${skipReason})` : "live Azure ba
     return { AzureWebJobsStorage: given };
   }
 
+  /** A client of one lineage table, reached as the engine reaches it. */
+  function tableClient(name: string): TableClient {
+    const storage = engine.config.storage!;
+    return storage.kind === "connectionString"
+      ? TableClient.fromConnectionString(storage.connectionString, name)
+      : new TableClient(storage.tableServiceUri, name, engine.credentials.identity());
+  }
+
   /** A test-side client for an account, with the engine's credential choice and the SDK's own retries. */
   function service(loc: AccountLocation): BlobServiceClient {
     const key = engine.config.accountKeys.get(loc.account);
     return new BlobServiceClient(
       loc.serviceUrl,
-      key ? new StorageSharedKeyCredential(loc.account, key) : engine.clients.identity(),
+      key ? new StorageSharedKeyCredential(loc.account, key) : engine.credentials.identity(),
     );
   }
 
@@ -105,10 +115,8 @@ describeLive(skipReason ? `live Azure (skipped: ${skipReason})` : "live Azure ba
     await attempt(`delete container ${backupContainer}`, () =>
       backupService.getContainerClient(backupContainer).deleteIfExists(),
     );
-    for (const table of ["Disks", "Runs", "Points"]) {
-      await attempt(`delete table ${tablePrefix}${table}`, () =>
-        engine.clients.table(`${tablePrefix}${table}`).deleteTable(),
-      );
+    for (const table of ["Disks", "Runs", "Points", "Progress"]) {
+      await attempt(`delete table ${tablePrefix}${table}`, () => tableClient(`${tablePrefix}${table}`).deleteTable());
     }
     await engine.close();
     if (problems.length) {

@@ -5,8 +5,8 @@
  */
 import crypto from "node:crypto";
 import { BlobServiceClient, StorageSharedKeyCredential, type PageBlobClient } from "@azure/storage-blob";
-import { openEngine, type Engine } from "../../lib/engine";
-import { silentLogger, type Logger } from "../../lib/backup/run";
+import { openEngine, type Engine } from "../../lib/compose";
+import { silentLogger, type Logger } from "../../lib/core/logger";
 import { fromInclusive, normalize, type PageRange } from "../../lib/ranges";
 import { BACKUP_ACCOUNT, SOURCE_ACCOUNT, testStorage, uniqueName } from "./testEnv";
 

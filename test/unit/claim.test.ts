@@ -5,7 +5,7 @@
  */
 import { spawn } from "node:child_process";
 import os from "node:os";
-import { leaseHolds, ownerId } from "../../lib/backup/claim";
+import { leaseHolds, ownerId, holderWords, QUEUED_OWNER } from "../../lib/backup/claim";
 import type { RunRecord } from "../../lib/lineage/types";
 
 const NOW = new Date("2026-01-15T12:00:00.000Z");
@@ -54,8 +54,11 @@ async function deadPid(): Promise<number> {
   throw new Error(`pid ${pid} still exists after its exit`);
 }
 
-test("ownerId is host:pid", () => {
-  expect(ownerId()).toBe(`${os.hostname()}:${process.pid}`);
+test("ownerId is role@host:pid, and the busy message says who that is in words", () => {
+  expect(ownerId()).toBe(`cli@${os.hostname()}:${process.pid}`);
+  expect(holderWords(ownerId())).toBe(`a diskdelta command (pid ${process.pid} on this host)`);
+  expect(holderWords(QUEUED_OWNER)).toMatch(/the backup queue \(waiting for a worker/);
+  expect(holderWords("worker@elsewhere:42")).toBe("a diskdelta worker (pid 42 on elsewhere)");
 });
 
 test("a live lease held by this very process holds", () => {

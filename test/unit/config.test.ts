@@ -3,6 +3,7 @@
  * every bad value named in one ConfigError, account keys parsed without ever echoing key material,
  * and the identity form of the lineage connection.
  */
+import os from "node:os";
 import path from "node:path";
 import { ConfigError, loadConfig, parseAccountKeys, SETTINGS } from "../../lib/config";
 
@@ -33,7 +34,7 @@ describe("defaults", () => {
     expect(config.retryAttempts).toBe(6);
     expect(config.retryBaseMs).toBe(250);
     expect(config.tablePrefix).toBe("diskdelta");
-    expect(config.home).toBe(path.resolve(".diskdelta"));
+    expect(config.home).toBe(path.join(os.homedir(), ".diskdelta"));
   });
 
   test("blank values count as unset", () => {

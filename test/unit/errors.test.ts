@@ -8,13 +8,12 @@ import { ChunkError } from "../../lib/copy";
 import {
   describeStorageError,
   DIFF_REFUSALS,
-  errorInfo,
   isDiffRefusal,
   isFenced,
   isNotFound,
   isNotImplemented,
-  isRetryable,
-} from "../../lib/azure/errors";
+} from "../../lib/storage/errors";
+import { errorInfo, isRetryable } from "../../lib/core/retry";
 
 /** The shape the storage SDK throws: a RestError with statusCode, code and details.errorCode. */
 function storageError(status: number, code?: string, message = `${code ?? "Error"} happened\nRequestId:abc`) {

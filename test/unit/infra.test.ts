@@ -7,9 +7,9 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { QUEUES, poisonQueue } from "../../lib/app/queues";
+import { QUEUES, poisonQueue } from "../../lib/queues/messages";
 import { DEFAULT_POLICY } from "../../lib/retention/policy";
-import { intervalOf } from "../../lib/app/schedule";
+import { intervalOf } from "../../lib/config/schedule";
 import {
   COPY_RATE_METRIC,
   COPY_RATE_PROPERTIES,

@@ -3,7 +3,7 @@
  * anything else fails at once; the backoff grows exponentially under a ceiling, with full jitter;
  * onRetry sees every retry. baseMs is 1 so the suite stays fast.
  */
-import { withRetry, type RetryPolicy } from "../../lib/azure/retry";
+import { withRetry, type RetryPolicy } from "../../lib/core/retry";
 
 const busy = () => Object.assign(new Error("server busy"), { statusCode: 503 });
 const throttled = () => Object.assign(new Error("too many"), { statusCode: 429 });

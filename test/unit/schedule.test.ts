@@ -11,7 +11,7 @@ import {
   parseSchedule,
   previousOccurrence,
   ScheduleError,
-} from "../../lib/app/schedule";
+} from "../../lib/config/schedule";
 import { dueDisks, intervalMsOf, isStale, nextDueAt } from "../../lib/app/timer";
 
 const at = (iso: string) => new Date(iso);

@@ -1,5 +1,5 @@
 /**
- * Settings are one contract: what lib/config.ts declares (SETTINGS) and reads, what the templates
+ * Settings are one contract: what lib/config/settings.ts declares (SETTINGS) and reads, what the templates
  * set as app settings, and what local.settings.sample.json lists must agree, so a renamed setting
  * cannot ship half-renamed. Names outside SETTINGS are allowed only from PLATFORM below, each with
  * the reason it is not a diskdelta setting.
@@ -16,8 +16,6 @@ const PLATFORM: Record<string, string> = {
   AzureWebJobsStorage__accountName:
     "identity-based host storage; config.ts accepts it as a short form of __tableServiceUri (SETTINGS says so)",
   AzureWebJobsStorage__credential: "tells the Functions host to use a managed identity",
-  APPLICATIONINSIGHTS_CONNECTION_STRING: "turns on lib/telemetry.ts and the host's own telemetry",
-  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: "Entra authentication of telemetry (local auth is off)",
   FUNCTIONS_WORKER_RUNTIME: "the Functions host's language worker (local.settings.json; Flex sets it itself)",
   FUNCTIONS_EXTENSION_VERSION: "the Functions host version (not allowed on Flex Consumption)",
   AZURITE_ACCOUNTS: "written by lib/emulator/azurite.ts for the Azurite it starts, not read as a setting",
@@ -82,7 +80,7 @@ describe("settings contract", () => {
   test("every SETTINGS name is actually read in lib/ (not only documented)", () => {
     const read = envNamesReadInLib();
     // intSetting/enumSetting receive the name as a string literal.
-    const config = fs.readFileSync(path.join(ROOT, "lib/config.ts"), "utf8");
+    const config = fs.readFileSync(path.join(ROOT, "lib/config/settings.ts"), "utf8");
     for (const name of NAMES) {
       const literalUses = config.split(`"${name}"`).length - 1; // one is the SETTINGS entry itself
       expect({ name, read: read.has(name) || literalUses >= 2 }).toEqual({ name, read: true });

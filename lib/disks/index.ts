@@ -1,0 +1,2 @@
+/** Registering protected disks, finding them, changing them. */
+export * from "./register";

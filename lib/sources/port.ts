@@ -1,0 +1,64 @@
+/**
+ * The source port: what a run needs of the disk it protects, whatever kind of disk it is — a page
+ * blob (an unmanaged disk, a VHD) or a managed disk (through Azure Resource Manager). Deliberately
+ * narrow: take the run's snapshot (tagged with disk and run, adopted after a crash), list the
+ * disk's tagged snapshots (the sweep), open a snapshot for reading (an address the storage port
+ * reads, lists and copies from, and how a later diff names it as its base), delete a snapshot.
+ * The run, fan-out, verify, digests and retention see sources only through this; one contract
+ * suite (test/contract/source.ts) holds both kinds to it.
+ */
+import type { DiffBase, PageAddress } from "../storage/port";
+
+export type SourceKind = "page-blob" | "managed-disk";
+
+export interface SourceSnapshot {
+  /** What the lineage stores: a blob snapshot's timestamp, or a snapshot's ARM resource id. */
+  id: string;
+  size: number;
+  /** When it was taken (ISO), where `id` is not that time. */
+  capturedAt?: string;
+}
+
+export interface OpenedSnapshot {
+  /** Where reads, listings and server-side copies of this snapshot go. */
+  address: PageAddress;
+  /** How a diff names this snapshot as its base. */
+  base: DiffBase;
+  /** Ends the read access (a managed disk's SAS is revoked); a no-op for page blobs. Never throws. */
+  close(): Promise<void>;
+}
+
+export interface Source {
+  readonly kind: SourceKind;
+  /** The disk in messages: its URL or resource id (never a SAS). */
+  readonly label: string;
+  /** The role an access-denied answer is about, for messages. */
+  readonly role: string;
+  /** The run's snapshot: the one tagged with `runId` if it exists, else a new one. */
+  snapshotFor(diskId: string, runId: string): Promise<SourceSnapshot>;
+  /** Snapshots of this disk tagged by diskdelta, with the run that took each. */
+  taggedSnapshots(diskId: string): Promise<Array<{ id: string; runId: string }>>;
+  open(snapshotId: string): Promise<OpenedSnapshot>;
+  /** Deletes a snapshot; one already gone is not an error. */
+  deleteSnapshot(snapshotId: string): Promise<void>;
+}
+
+/** A source as registered: the record fields it becomes, and its size now. */
+export interface InspectedSource {
+  kind: SourceKind;
+  /** The page blob URL, or (managed disk) its resource id. */
+  sourceUrl: string;
+  sourceDiskId?: string;
+  size: number;
+}
+
+/** The sources of the app: the port of a registered disk, and checking one before it is registered. */
+export interface Sources {
+  of(disk: { id: string; sourceUrl: string; sourceDiskId?: string }): Source;
+  /**
+   * Checks what a user gave as a disk's source (a page blob URL or a managed disk's resource id):
+   * it exists, is reachable with the identity's roles, and is a kind diskdelta can snapshot and
+   * diff. Every problem is an InputError on `field`, naming the missing role on access denied.
+   */
+  inspect(raw: string, field: string): Promise<InspectedSource>;
+}
