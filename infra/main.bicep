@@ -11,7 +11,7 @@ param location string = resourceGroup().location
 @maxLength(11)
 param namePrefix string = 'diskdelta'
 
-@description('Disks to protect: [{ id, source, sourceAccountId, intervalMinutes? }]. source is the page blob URL; sourceAccountId the resource id of its storage account (the identity gets its roles there). May be empty: register disks later with POST /api/disks.')
+@description('Disks to protect: [{ id, source, sourceAccountId?, backupContainer?, backupBlob?, intervalMinutes?, retention? }]. source is a page blob URL, with sourceAccountId the resource id of its storage account (the identity gets its storage role there), or a managed disk resource id /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/disks/<name> (the identity gets the disk roles on that resource group). retention is { keepLast, keepDaily, keepWeekly, keepMonthly }; each count it leaves out comes from the retention parameter. May be empty: register disks later with POST /api/disks.')
 param disks array = []
 
 @description('NCRONTAB (sec min hour day month weekday) of the backup timer (DISKDELTA_SCHEDULE).')
@@ -21,21 +21,8 @@ param schedule string = '0 0 */12 * * *'
 @minValue(5)
 param defaultIntervalMinutes int = 720
 
-@description('Retention defaults given to the disks registered from this deployment: keep the last N restore points.')
-@minValue(1)
-param retainLast int = 14
-
-@description('Retention default: daily restore points kept.')
-@minValue(0)
-param retainDaily int = 0
-
-@description('Retention default: weekly restore points kept.')
-@minValue(0)
-param retainWeekly int = 4
-
-@description('Retention default: monthly restore points kept.')
-@minValue(0)
-param retainMonthly int = 12
+@description('Retention of the disks registered from this deployment, where a disk gives no count of its own: { keepLast, keepDaily, keepWeekly, keepMonthly }, as POST /api/disks takes it. The default is what the app itself gives a disk registered without retention.')
+param retention object = { keepLast: 14, keepDaily: 0, keepWeekly: 4, keepMonthly: 12 }
 
 @description('Resource id of an existing backup storage account; empty creates one (Standard, blob soft delete).')
 param existingBackupAccountId string = ''
@@ -70,8 +57,15 @@ var tableNames = [
   '${tablePrefix}Points'
   '${tablePrefix}Progress'
 ]
+// A disk's source is a managed disk when it is a resource id (/subscriptions/…), a page blob when it
+// is a URL. POST /api/disks checks each one further when register-disks.sh sends it.
+var managedDisks = filter(disks, d => startsWith(toLower(d.source), '/subscriptions/'))
+var pageBlobDisks = filter(disks, d => !startsWith(toLower(d.source), '/subscriptions/'))
 // union() drops duplicates: several disks in one account get one set of role assignments.
-var sourceAccountIds = union(map(disks, d => d.sourceAccountId), [])
+var sourceAccountIds = union(map(pageBlobDisks, d => d.sourceAccountId), [])
+// The resource group of each managed disk, read from its id (/subscriptions/<sub>/resourceGroups/<rg>/…),
+// lowercased because ids are case-insensitive and union() is not: one set of roles per group.
+var diskResourceGroupIds = union(map(managedDisks, d => toLower('/subscriptions/${split(d.source, '/')[2]}/resourceGroups/${split(d.source, '/')[4]}')), [])
 // The granularities a log search alert's windowSize accepts, in minutes (the API refuses any other):
 // the timer alerts use the smallest that spans two schedule intervals, at most two days (the
 // longest a log search alert looks back), and are evaluated at most hourly.
@@ -93,13 +87,17 @@ var alertWindows = [
 var tickWindow = first(filter(alertWindows, w => w.minutes >= min(2 * defaultIntervalMinutes, 2880)))
 var tickAlertFrequency = tickWindow.minutes < 60 ? tickWindow.iso : 'PT1H'
 
-// Built-in role definition ids (learn.microsoft.com/azure/role-based-access-control/built-in-roles).
+// Built-in role definition ids (learn.microsoft.com/azure/role-based-access-control/built-in-roles,
+// the storage, monitor and compute pages).
 var roles = {
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
+  diskBackupReader: '3e5e47e6-65f7-47ef-90b5-e5dd4d455f24' // Disk Backup Reader
+  diskSnapshotContributor: '7efff54f-a5b4-42b5-a1c5-5411624893ce' // Disk Snapshot Contributor
+  diskRestoreOperator: 'b50d9833-a0cb-478e-945f-707fcc997c13' // Disk Restore Operator
 }
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
@@ -234,6 +232,23 @@ module sourceAccess 'modules/storageRoles.bicep' = [
       storageAccountName: split(accountId, '/')[8]
       principalId: identity.properties.principalId
       roleDefinitionIds: [roles.storageBlobDataContributor] // Storage Blob Data Contributor
+    }
+  }
+]
+
+// Managed disks, on each disk's resource group (in any subscription of the tenant): Disk Backup
+// Reader reads the disk (size, kind, the source of its snapshots); Disk Snapshot Contributor makes
+// the run's incremental snapshots there, tags, lists, opens (read SAS), closes and deletes them;
+// Disk Restore Operator creates the disk a restore writes (createOption Upload). The built-in roles
+// Azure Backup uses for the same work, narrower than Contributor; see infra/README.md for what they
+// leave out.
+module managedDiskAccess 'modules/resourceGroupRoles.bicep' = [
+  for rgId in diskResourceGroupIds: {
+    name: 'diskdelta-disks-${uniqueString(rgId)}'
+    scope: resourceGroup(split(rgId, '/')[2], split(rgId, '/')[4])
+    params: {
+      principalId: identity.properties.principalId
+      roleDefinitionIds: [roles.diskBackupReader, roles.diskSnapshotContributor, roles.diskRestoreOperator] // Disk Backup Reader, Disk Snapshot Contributor, Disk Restore Operator
     }
   }
 ]
@@ -427,17 +442,16 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   dependsOn: [appBlobOwner, appQueueContributor, appTableContributor, metricsPublisher, deploymentPackage]
 }
 
-// POST /api/disks bodies for the disks given here (infra/scripts/register-disks.sh sends them).
+// POST /api/disks bodies for the disks given here (infra/scripts/register-disks.sh sends them), in
+// the API's own words: this deployment's backup account and container, and retention as an object
+// whose counts are the disk's own where it gives them, else the retention parameter's.
 output DISK_REGISTRATIONS array = map(disks, d => union({
   id: d.id
   source: d.source
   backupAccount: backupAccountUrl
-  backupContainer: backupContainer
-  retainLast: retainLast
-  retainDaily: retainDaily
-  retainWeekly: retainWeekly
-  retainMonthly: retainMonthly
-}, contains(d, 'intervalMinutes') ? { intervalMinutes: d.intervalMinutes } : {}))
+  backupContainer: contains(d, 'backupContainer') ? d.backupContainer : backupContainer
+  retention: union(retention, contains(d, 'retention') ? d.retention : {})
+}, contains(d, 'backupBlob') ? { backupBlob: d.backupBlob } : {}, contains(d, 'intervalMinutes') ? { intervalMinutes: d.intervalMinutes } : {}))
 output FUNCTION_APP_NAME string = functionApp.name
 output FUNCTION_APP_URL string = 'https://${functionApp.properties.defaultHostName}'
 output BACKUP_ACCOUNT_URL string = backupAccountUrl

@@ -3,8 +3,11 @@
  * fully. There is no Bicep CLI here, so infra/main.bicep gets a light structural parse: params,
  * resources, modules, outputs, app settings and role ids are read with regular expressions (one
  * declaration per line, as the file is written), which is enough to prove the two templates declare
- * the same things. Queries are compared with the files they are loaded from.
+ * the same things. What they compute (variables, the registration bodies, who gets which role on
+ * which scope) is evaluated: a small interpreter below runs the expressions of both templates for
+ * several parameter sets. Queries are compared with the files they are loaded from.
  */
+import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { QUEUES, poisonQueue } from "../../lib/queues/messages";
@@ -31,7 +34,8 @@ const read = (f: string) => fs.readFileSync(path.join(INFRA, f), "utf8");
 
 /**
  * Built-in role ids as documented in "Azure built-in roles"
- * (learn.microsoft.com/azure/role-based-access-control/built-in-roles, Storage and Monitor sections).
+ * (learn.microsoft.com/azure/role-based-access-control/built-in-roles: the Storage and Monitor pages,
+ * and for the disk roles learn.microsoft.com/azure/role-based-access-control/built-in-roles/compute).
  */
 const DOCUMENTED_ROLES: Record<string, string> = {
   "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
@@ -39,7 +43,14 @@ const DOCUMENTED_ROLES: Record<string, string> = {
   "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
   "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
   "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
+  // Microsoft.Compute/disks/read and disks/beginGetAccess/action.
+  "3e5e47e6-65f7-47ef-90b5-e5dd4d455f24": "Disk Backup Reader",
+  // Microsoft.Compute/snapshots/read, write, delete, beginGetAccess/action, endGetAccess/action (and more).
+  "7efff54f-a5b4-42b5-a1c5-5411624893ce": "Disk Snapshot Contributor",
+  // Microsoft.Compute/disks/read and disks/write.
+  "b50d9833-a0cb-478e-945f-707fcc997c13": "Disk Restore Operator",
 };
+const DISK_ROLES = ["Disk Backup Reader", "Disk Snapshot Contributor", "Disk Restore Operator"];
 
 interface ArmResource {
   type: string;
@@ -57,7 +68,6 @@ interface ArmTemplate {
 
 const arm = JSON.parse(read("azuredeploy.json")) as ArmTemplate;
 const bicep = read("main.bicep");
-const bicepModule = read("modules/storageRoles.bicep");
 const armText = JSON.stringify(arm);
 const ENGINE = fs.readFileSync(path.resolve(__dirname, "../../lib/engine.ts"), "utf8");
 /** Every alert query file, by name without `.kql`: new files are checked like the others. */
@@ -135,6 +145,742 @@ function bicepAppSettings(): string[] {
 }
 
 const GUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g;
+
+// ---- The templates' expressions, evaluated offline ----
+//
+// No Bicep CLI and no ARM here, so the expressions that decide who gets which role where and what is
+// registered are evaluated in the test: main.bicep's params, vars, outputs and module loops, and
+// azuredeploy.json's parameters, variables, outputs and nested deployments, are parsed into one small
+// tree and run by one function library, written after the ARM template function reference for the
+// functions these templates use (startsWith is case-insensitive, contains() finds object keys
+// case-insensitively, if() evaluates one branch, union() dedupes arrays and merges objects, nested objects too). An
+// unknown function, a missing property or an index out of range throws, as the deployment would
+// fail. uniqueString and guid are stand-ins (a hash, not ARM's): only equality between the two
+// templates matters. Resources are opaque markers: what is compared is what the expressions compute.
+
+type Value = unknown;
+type Node =
+  | { k: "lit"; v: Value }
+  | { k: "id"; name: string }
+  | { k: "call"; fn: string; args: Node[] }
+  | { k: "prop"; obj: Node; name: string }
+  | { k: "index"; obj: Node; idx: Node }
+  | { k: "lambda"; params: string[]; body: Node }
+  | { k: "obj"; entries: [string, Node][] }
+  | { k: "arr"; items: Node[] }
+  | { k: "for"; name: string; src: Node; body: Node }
+  | { k: "interp"; parts: (string | Node)[] }
+  | { k: "op"; op: string; args: Node[] };
+
+/** A resource or module symbol (Bicep) or a reference() (ARM): opaque, carried as its path. */
+interface Marker {
+  $marker: string;
+}
+interface Closure {
+  $lambda: { params: string[]; body: Node; env: Env };
+}
+const isMarker = (v: Value): v is Marker => typeof v === "object" && v !== null && "$marker" in v;
+const isClosure = (v: Value): v is Closure => typeof v === "object" && v !== null && "$lambda" in v;
+
+/** Recursive-descent parser of the Bicep expression syntax main.bicep uses. */
+class BicepParser {
+  /** Inside ( ) a newline is white space; inside [ ], { } and at the top it ends an item. */
+  private readonly newlineIsSpace: boolean[] = [false];
+  constructor(
+    private readonly s: string,
+    public i: number,
+  ) {}
+
+  private fail(what: string): never {
+    throw new Error(`bicep: ${what} at ${JSON.stringify(this.s.slice(this.i, this.i + 50))}`);
+  }
+  ws(): void {
+    const nl = this.newlineIsSpace[this.newlineIsSpace.length - 1];
+    for (;;) {
+      const c = this.s[this.i];
+      if (c === " " || c === "\t" || c === "\r" || (nl && c === "\n")) this.i++;
+      else if (this.s.startsWith("//", this.i))
+        while (this.i < this.s.length && this.s[this.i] !== "\n") this.i++;
+      else return;
+    }
+  }
+  /** Separators between array items and object entries: newlines and commas. */
+  private sep(): void {
+    for (;;) {
+      this.ws();
+      if (this.s[this.i] === "\n" || this.s[this.i] === ",") this.i++;
+      else return;
+    }
+  }
+  private at(t: string): boolean {
+    this.ws();
+    return this.s.startsWith(t, this.i);
+  }
+  atWord(w: string): boolean {
+    return this.at(w) && !/\w/.test(this.s[this.i + w.length] ?? "");
+  }
+  eat(t: string): void {
+    if (!this.at(t)) this.fail(`expected ${t}`);
+    this.i += t.length;
+  }
+  private within<T>(newlineIsSpace: boolean, f: () => T): T {
+    this.newlineIsSpace.push(newlineIsSpace);
+    try {
+      return f();
+    } finally {
+      this.newlineIsSpace.pop();
+    }
+  }
+  ident(): string {
+    this.ws();
+    const m = /^[A-Za-z_]\w*/.exec(this.s.slice(this.i));
+    if (!m) this.fail("expected a name");
+    this.i += m[0].length;
+    return m[0];
+  }
+
+  expr(): Node {
+    const c = this.binary(0);
+    if (this.at("?") && !this.at("??")) {
+      this.i++;
+      const a = this.expr();
+      this.eat(":");
+      return { k: "op", op: "?:", args: [c, a, this.expr()] };
+    }
+    return c;
+  }
+  private static readonly LEVELS = [
+    ["??"],
+    ["||"],
+    ["&&"],
+    ["==", "!="],
+    ["<=", ">=", "<", ">"],
+    ["+", "-"],
+    ["*", "/", "%"],
+  ];
+  private binary(level: number): Node {
+    if (level === BicepParser.LEVELS.length) return this.unary();
+    let a = this.binary(level + 1);
+    for (;;) {
+      this.ws();
+      const op = BicepParser.LEVELS[level].find(
+        (o) => this.s.startsWith(o, this.i) && !this.s.startsWith("=>", this.i),
+      );
+      if (!op) return a;
+      this.i += op.length;
+      a = { k: "op", op, args: [a, this.binary(level + 1)] };
+    }
+  }
+  private unary(): Node {
+    if (this.at("!")) {
+      this.i++;
+      return { k: "op", op: "!", args: [this.unary()] };
+    }
+    if (this.at("-")) {
+      this.i++;
+      return { k: "op", op: "neg", args: [this.unary()] };
+    }
+    return this.postfix(this.primary());
+  }
+  private postfix(n: Node): Node {
+    for (;;) {
+      if (this.at(".")) {
+        this.i++;
+        n = { k: "prop", obj: n, name: this.ident() };
+      } else if (this.at("[")) {
+        this.i++;
+        const idx = this.within(true, () => {
+          const e = this.expr();
+          this.eat("]");
+          return e;
+        });
+        n = { k: "index", obj: n, idx };
+      } else return n;
+    }
+  }
+  private primary(): Node {
+    this.ws();
+    const c = this.s[this.i];
+    if (c === "'") return this.string();
+    if (/\d/.test(c ?? "")) {
+      const m = /^\d+/.exec(this.s.slice(this.i))!;
+      this.i += m[0].length;
+      return { k: "lit", v: Number(m[0]) };
+    }
+    if (c === "(") {
+      this.i++;
+      return this.within(true, () => {
+        const e = this.expr();
+        this.eat(")");
+        return e;
+      });
+    }
+    if (c === "[") {
+      this.i++;
+      return this.within(false, () => {
+        this.sep();
+        if (this.atWord("for")) {
+          this.i += 3;
+          const name = this.ident();
+          if (!this.atWord("in")) this.fail("expected in");
+          this.i += 2;
+          const src = this.expr();
+          this.eat(":");
+          const body = this.expr();
+          this.sep();
+          this.eat("]");
+          return { k: "for", name, src, body } as Node;
+        }
+        const items: Node[] = [];
+        while (!this.at("]")) {
+          items.push(this.expr());
+          this.sep();
+        }
+        this.eat("]");
+        return { k: "arr", items } as Node;
+      });
+    }
+    if (c === "{") {
+      this.i++;
+      return this.within(false, () => {
+        const entries: [string, Node][] = [];
+        this.sep();
+        while (!this.at("}")) {
+          const key = this.s[this.i] === "'" ? this.string() : { k: "lit" as const, v: this.ident() };
+          if (key.k !== "lit") this.fail("an interpolated key");
+          this.eat(":");
+          entries.push([String(key.v), this.expr()]);
+          this.sep();
+        }
+        this.eat("}");
+        return { k: "obj", entries } as Node;
+      });
+    }
+    const name = this.ident();
+    if (name === "true" || name === "false") return { k: "lit", v: name === "true" };
+    if (name === "null") return { k: "lit", v: null };
+    if (this.at("=>")) {
+      this.i += 2;
+      return { k: "lambda", params: [name], body: this.expr() };
+    }
+    if (this.s[this.i] === "(") {
+      this.i++;
+      return this.within(true, () => {
+        const args: Node[] = [];
+        while (!this.at(")")) {
+          args.push(this.expr());
+          if (this.at(",")) this.i++;
+        }
+        this.eat(")");
+        return { k: "call", fn: name, args } as Node;
+      });
+    }
+    return { k: "id", name };
+  }
+  private string(): Node {
+    this.i++;
+    const parts: (string | Node)[] = [];
+    let cur = "";
+    const escapes: Record<string, string> = { n: "\n", r: "\r", t: "\t", "\\": "\\", "'": "'", $: "$" };
+    for (;;) {
+      const c = this.s[this.i];
+      if (c === undefined) this.fail("unterminated string");
+      if (c === "'") {
+        this.i++;
+        break;
+      }
+      if (c === "\\") {
+        cur += escapes[this.s[this.i + 1]] ?? this.fail("unknown escape");
+        this.i += 2;
+      } else if (c === "$" && this.s[this.i + 1] === "{") {
+        parts.push(cur);
+        cur = "";
+        this.i += 2;
+        parts.push(
+          this.within(true, () => {
+            const e = this.expr();
+            this.eat("}");
+            return e;
+          }),
+        );
+      } else {
+        cur += c;
+        this.i++;
+      }
+    }
+    parts.push(cur);
+    return parts.length === 1 ? { k: "lit", v: parts[0] } : { k: "interp", parts };
+  }
+}
+
+/** Parser of one ARM template expression (the text between the outer brackets of "[...]"). */
+function parseArmExpression(src: string): Node {
+  let i = 0;
+  const fail = (what: string): never => {
+    throw new Error(`arm: ${what} at ${JSON.stringify(src.slice(i, i + 50))} in ${src}`);
+  };
+  const ws = () => {
+    while (src[i] === " ") i++;
+  };
+  const ident = () => {
+    const m = /^[A-Za-z_]\w*/.exec(src.slice(i)) ?? fail("expected a name");
+    i += m[0].length;
+    return m[0];
+  };
+  const expr = (): Node => {
+    ws();
+    let n: Node;
+    if (src[i] === "'") {
+      let v = "";
+      for (i++; ;) {
+        if (i >= src.length) fail("unterminated string");
+        if (src[i] === "'" && src[i + 1] === "'") {
+          v += "'";
+          i += 2;
+        } else if (src[i] === "'") {
+          i++;
+          break;
+        } else v += src[i++];
+      }
+      n = { k: "lit", v };
+    } else if (/[-\d]/.test(src[i] ?? "")) {
+      const m = /^-?\d+/.exec(src.slice(i)) ?? fail("expected a number");
+      i += m[0].length;
+      n = { k: "lit", v: Number(m[0]) };
+    } else {
+      const fn = ident();
+      ws();
+      if (src[i++] !== "(") fail("expected (");
+      const args: Node[] = [];
+      for (ws(); src[i] !== ")"; ws()) {
+        args.push(expr());
+        ws();
+        if (src[i] === ",") i++;
+        else if (src[i] !== ")") fail("expected , or )");
+      }
+      i++;
+      n = { k: "call", fn, args };
+    }
+    for (;;) {
+      ws();
+      if (src[i] === ".") {
+        i++;
+        n = { k: "prop", obj: n, name: ident() };
+      } else if (src[i] === "[") {
+        i++;
+        const idx = expr();
+        ws();
+        if (src[i++] !== "]") fail("expected ]");
+        n = { k: "index", obj: n, idx };
+      } else return n;
+    }
+  };
+  const n = expr();
+  ws();
+  if (i !== src.length) fail("trailing text");
+  return n;
+}
+
+interface Env {
+  /** A template parameter's value (the deployment's, else its default). */
+  parameter(name: string): Value;
+  /** A template variable, evaluated on first use. */
+  variable(name: string): Value;
+  /** Bicep: a name that is neither a local, a parameter nor a variable (a resource or module). */
+  symbol(name: string): Value;
+  locals: Record<string, Value>;
+  copyIndex?: number;
+}
+const withLocals = (env: Env, locals: Record<string, Value>, copyIndex?: number): Env => ({
+  ...env,
+  locals: { ...env.locals, ...locals },
+  copyIndex: copyIndex ?? env.copyIndex,
+});
+
+const RESOURCE_GROUP = {
+  id: "/subscriptions/00000000-0000-0000-0000-0000000000aa/resourceGroups/diskdelta",
+  name: "diskdelta",
+  location: "westeurope",
+};
+const hash = (args: Value[]) => crypto.createHash("sha256").update(JSON.stringify(args)).digest("hex");
+
+function deepEqual(a: Value, b: Value): boolean {
+  return JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
+}
+function canonical(v: Value): Value {
+  if (Array.isArray(v)) return v.map(canonical);
+  if (v && typeof v === "object")
+    return Object.fromEntries(
+      Object.keys(v)
+        .sort()
+        .map((k) => [k, canonical((v as Record<string, Value>)[k])]),
+    );
+  return v;
+}
+const isObject = (v: Value): v is Record<string, Value> =>
+  typeof v === "object" && v !== null && !Array.isArray(v) && !isMarker(v) && !isClosure(v);
+function keyOf(o: Record<string, Value>, name: string): string | undefined {
+  return Object.keys(o).find((k) => k.toLowerCase() === name.toLowerCase());
+}
+function mergeObjects(a: Record<string, Value>, b: Record<string, Value>): Record<string, Value> {
+  const out = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const existing = keyOf(out, k);
+    out[existing ?? k] =
+      existing && isObject(out[existing]) && isObject(v)
+        ? mergeObjects(out[existing] as Record<string, Value>, v)
+        : v;
+  }
+  return out;
+}
+const str = (v: Value): string =>
+  typeof v === "string" ? v : typeof v === "number" ? String(v) : JSON.stringify(v);
+function call(f: Value, ...args: Value[]): Value {
+  if (!isClosure(f)) throw new Error("not a lambda");
+  const { params, body, env } = f.$lambda;
+  return evaluate(body, withLocals(env, Object.fromEntries(params.map((p, i) => [p, args[i]]))));
+}
+function nums(args: Value[]): number[] {
+  return args
+    .flatMap((a) => (Array.isArray(a) ? a : [a]))
+    .map((n) => {
+      if (typeof n !== "number") throw new Error(`not a number: ${str(n)}`);
+      return n;
+    });
+}
+
+/** The template functions the two templates call, by lower-case name (ARM names are case-insensitive). */
+const FUNCTIONS: Record<string, (args: Value[], env: Env) => Value> = {
+  parameters: ([n], env) => env.parameter(String(n)),
+  variables: ([n], env) => env.variable(String(n)),
+  lambdavariables: ([n], env) => {
+    if (!(String(n) in env.locals)) throw new Error(`no lambda variable ${str(n)}`);
+    return env.locals[String(n)];
+  },
+  copyindex: ([offset], env) => {
+    if (env.copyIndex === undefined) throw new Error("copyIndex() outside a copy loop");
+    return env.copyIndex + (typeof offset === "number" ? offset : 0);
+  },
+  map: ([a, f]) => (a as Value[]).map((x) => call(f, x)),
+  filter: ([a, f]) => (a as Value[]).filter((x) => call(f, x) === true),
+  first: ([a]) => (typeof a === "string" ? a.slice(0, 1) : ((a as Value[])[0] ?? null)),
+  length: ([a]) => (isObject(a) ? Object.keys(a).length : (a as string | Value[]).length),
+  union: (args) => {
+    if (args.every(Array.isArray)) {
+      const out: Value[] = [];
+      for (const x of (args as Value[][]).flat()) if (!out.some((y) => deepEqual(x, y))) out.push(x);
+      return out;
+    }
+    if (args.every(isObject)) return (args as Record<string, Value>[]).reduce(mergeObjects, {});
+    throw new Error("union() of arrays or of objects only");
+  },
+  createobject: (args) => {
+    const o: Record<string, Value> = {};
+    for (let i = 0; i < args.length; i += 2) o[String(args[i])] = args[i + 1];
+    return o;
+  },
+  createarray: (args) => args,
+  contains: ([c, x]) => {
+    if (Array.isArray(c)) return c.some((y) => deepEqual(x, y));
+    if (isObject(c)) return keyOf(c, String(x)) !== undefined;
+    if (typeof c === "string") return c.includes(String(x));
+    throw new Error("contains() of an array, object or string only");
+  },
+  empty: ([x]) =>
+    x === null ||
+    x === "" ||
+    (Array.isArray(x) && x.length === 0) ||
+    (isObject(x) && Object.keys(x).length === 0),
+  tolower: ([s]) => String(s).toLowerCase(),
+  toupper: ([s]) => String(s).toUpperCase(),
+  startswith: ([s, p]) => String(s).toLowerCase().startsWith(String(p).toLowerCase()),
+  endswith: ([s, p]) => String(s).toLowerCase().endsWith(String(p).toLowerCase()),
+  split: ([s, d]) => String(s).split(String(d)),
+  format: ([f, ...args]) =>
+    String(f).replace(/\{(\d+)\}/g, (_, n: string) => {
+      if (Number(n) >= args.length) throw new Error(`format(): no argument ${n}`);
+      return str(args[Number(n)]);
+    }),
+  take: ([a, n]) => (a as string | Value[]).slice(0, Number(n)),
+  not: ([x]) => x !== true,
+  and: (args) => args.every((x) => x === true),
+  or: (args) => args.some((x) => x === true),
+  equals: ([a, b]) => deepEqual(a, b),
+  less: ([a, b]) => (a as number) < (b as number),
+  lessorequals: ([a, b]) => (a as number) <= (b as number),
+  greater: ([a, b]) => (a as number) > (b as number),
+  greaterorequals: ([a, b]) => (a as number) >= (b as number),
+  add: (args) => nums(args).reduce((x, y) => x + y),
+  sub: ([a, b]) => (a as number) - (b as number),
+  mul: (args) => nums(args).reduce((x, y) => x * y),
+  div: ([a, b]) => Math.trunc((a as number) / (b as number)),
+  mod: ([a, b]) => (a as number) % (b as number),
+  min: (args) => Math.min(...nums(args)),
+  max: (args) => Math.max(...nums(args)),
+  coalesce: (args) => args.find((x) => x !== null && x !== undefined) ?? null,
+  true: () => true,
+  false: () => false,
+  null: () => null,
+  uniquestring: (args) =>
+    BigInt(`0x${hash(args)}`)
+      .toString(36)
+      .slice(0, 13),
+  guid: (args) =>
+    hash(args)
+      .slice(0, 32)
+      .replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, "$1-$2-$3-$4-$5"),
+  // Bicep's resourceGroup(sub, name) is a module scope; ARM's nested deployment says the same with
+  // its subscriptionId and resourceGroup properties.
+  resourcegroup: (args) =>
+    args.length === 0 ? RESOURCE_GROUP : { subscriptionId: args[0], resourceGroup: args[args.length - 1] },
+  environment: () => ({ suffixes: { storage: "core.windows.net" } }),
+  resourceid: (args) => ({ $marker: `resourceId(${args.map(str).join(", ")})` }),
+  subscriptionresourceid: (args) => ({ $marker: `subscriptionResourceId(${args.map(str).join(", ")})` }),
+  reference: ([id]) => ({ $marker: `reference(${str(id)})` }),
+};
+
+const OPERATORS: Record<string, string> = {
+  "!": "not",
+  "==": "equals",
+  "&&": "and",
+  "||": "or",
+  "<": "less",
+  "<=": "lessorequals",
+  ">": "greater",
+  ">=": "greaterorequals",
+  "+": "add",
+  "-": "sub",
+  "*": "mul",
+  "/": "div",
+  "%": "mod",
+  "??": "coalesce",
+};
+
+function evaluate(n: Node, env: Env): Value {
+  switch (n.k) {
+    case "lit":
+      return n.v;
+    case "id":
+      if (n.name in env.locals) return env.locals[n.name];
+      return env.symbol(n.name);
+    case "interp":
+      return n.parts.map((p) => (typeof p === "string" ? p : str(evaluate(p, env)))).join("");
+    case "obj":
+      return Object.fromEntries(n.entries.map(([k, v]) => [k, evaluate(v, env)]));
+    case "arr":
+      return n.items.map((x) => evaluate(x, env));
+    case "for":
+      return (evaluate(n.src, env) as Value[]).map((x, i) =>
+        evaluate(n.body, withLocals(env, { [n.name]: x }, i)),
+      );
+    case "lambda":
+      return { $lambda: { params: n.params, body: n.body, env } };
+    case "prop": {
+      const o = evaluate(n.obj, env);
+      if (isMarker(o)) return { $marker: `${o.$marker}.${n.name}` };
+      const key = isObject(o) ? keyOf(o, n.name) : undefined;
+      if (key === undefined) throw new Error(`no property ${n.name} in ${str(o)}`);
+      return (o as Record<string, Value>)[key];
+    }
+    case "index": {
+      const o = evaluate(n.obj, env);
+      const i = evaluate(n.idx, env);
+      if (Array.isArray(o) && typeof i === "number") {
+        if (i < 0 || i >= o.length) throw new Error(`index ${i} out of range of ${str(o)}`);
+        return o[i];
+      }
+      if (isObject(o) && typeof i === "string" && keyOf(o, i) !== undefined) return o[keyOf(o, i)!];
+      throw new Error(`cannot index ${str(o)} with ${str(i)}`);
+    }
+    case "op": {
+      if (n.op === "?:") return evaluate(n.args[evaluate(n.args[0], env) === true ? 1 : 2], env);
+      const args = n.args.map((a) => evaluate(a, env));
+      if (n.op === "!=") return !deepEqual(args[0], args[1]);
+      if (n.op === "neg") return -(args[0] as number);
+      return FUNCTIONS[OPERATORS[n.op]](args, env);
+    }
+    case "call": {
+      const fn = n.fn.toLowerCase();
+      // ARM: lambda('x', body) defers its body; if() evaluates only the branch it takes.
+      if (fn === "lambda")
+        return {
+          $lambda: {
+            params: n.args.slice(0, -1).map((a) => String(evaluate(a, env))),
+            body: n.args[n.args.length - 1],
+            env,
+          },
+        };
+      if (fn === "if") return evaluate(n.args[evaluate(n.args[0], env) === true ? 1 : 2], env);
+      const f = FUNCTIONS[fn];
+      if (!f) throw new Error(`function ${n.fn} is not modelled here`);
+      return f(
+        n.args.map((a) => evaluate(a, env)),
+        env,
+      );
+    }
+  }
+}
+
+/** An ARM JSON value: strings "[...]" are expressions ("[[" escapes a literal bracket), at any depth. */
+function evaluateArm(v: Value, env: Env): Value {
+  if (typeof v === "string") {
+    if (v.startsWith("[[")) return v.slice(1);
+    if (v.startsWith("[") && v.endsWith("]")) return evaluate(parseArmExpression(v.slice(1, -1)), env);
+    return v;
+  }
+  if (Array.isArray(v)) return v.map((x) => evaluateArm(x, env));
+  if (v && typeof v === "object")
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, evaluateArm(x, env)]));
+  return v;
+}
+
+/** A nested deployment (ARM) or module instance (Bicep), as the two templates compute it. */
+interface Deployment {
+  name: string;
+  subscriptionId: Value;
+  resourceGroup: Value;
+  params: Record<string, Value>;
+}
+
+interface Evaluated {
+  parameters: Record<string, Value>;
+  variables: Record<string, Value>;
+  /** Evaluated when called: some outputs name resources, which stay markers. */
+  outputs: Record<string, () => Value>;
+  deployments: Deployment[];
+}
+
+function lazyEnv(
+  paramValue: (name: string, env: Env) => Value,
+  variableValue: (name: string, env: Env) => Value,
+  symbol: (name: string, env: Env) => Value,
+): Env {
+  const params = new Map<string, Value>();
+  const vars = new Map<string, Value>();
+  const env: Env = {
+    parameter: (n) => {
+      if (!params.has(n)) params.set(n, paramValue(n, env));
+      return params.get(n);
+    },
+    variable: (n) => {
+      if (!vars.has(n)) vars.set(n, variableValue(n, env));
+      return vars.get(n);
+    },
+    symbol: (n) => symbol(n, env),
+    locals: {},
+  };
+  return env;
+}
+
+function evaluateArmTemplate(given: Record<string, Value>): Evaluated {
+  const env = lazyEnv(
+    (n, e) => {
+      if (!(n in arm.parameters)) throw new Error(`no parameter ${n}`);
+      if (n in given) return given[n];
+      if (!("defaultValue" in arm.parameters[n])) throw new Error(`parameter ${n} has no value`);
+      return evaluateArm(arm.parameters[n].defaultValue, e);
+    },
+    (n, e) => {
+      if (!(n in (arm.variables ?? {}))) throw new Error(`no variable ${n}`);
+      return evaluateArm(arm.variables![n], e);
+    },
+    (n) => {
+      throw new Error(`ARM has no name ${n}`);
+    },
+  );
+  const deployments: Deployment[] = [];
+  for (const r of arm.resources.filter((x) => x.type === "Microsoft.Resources/deployments")) {
+    const copy = r.copy as { count: string } | undefined;
+    const count = copy ? (evaluateArm(copy.count, env) as number) : 1;
+    for (let i = 0; i < count; i++) {
+      const e = copy ? withLocals(env, {}, i) : env;
+      if (r.condition !== undefined && evaluateArm(r.condition, e) !== true) continue;
+      const params = r.properties!.parameters as Record<string, { value: Value }>;
+      deployments.push({
+        name: evaluateArm(r.name, e) as string,
+        subscriptionId: evaluateArm(r.subscriptionId, e),
+        resourceGroup: evaluateArm(r.resourceGroup, e),
+        params: Object.fromEntries(Object.entries(params).map(([k, v]) => [k, evaluateArm(v.value, e)])),
+      });
+    }
+  }
+  return {
+    parameters: Object.fromEntries(Object.keys(arm.parameters).map((n) => [n, env.parameter(n)])),
+    variables: Object.fromEntries(Object.keys(arm.variables ?? {}).map((n) => [n, env.variable(n)])),
+    outputs: Object.fromEntries(
+      Object.entries(arm.outputs ?? {}).map(([n, o]) => [n, () => evaluateArm(o.value, env)]),
+    ),
+    deployments,
+  };
+}
+
+/** Every `param`, `var`, `output` and `module` of main.bicep, parsed. */
+function bicepDeclarations(text: string) {
+  const at = (re: RegExp) =>
+    [...text.matchAll(re)].map((m) => ({ m, parser: new BicepParser(text, m.index + m[0].length) }));
+  const params = new Map<string, Node | undefined>();
+  for (const { m, parser } of at(/^param (\w+) \w+( = )?/gm))
+    params.set(m[1], m[2] ? parser.expr() : undefined);
+  const vars = new Map<string, Node>();
+  for (const { m, parser } of at(/^var (\w+) = /gm)) vars.set(m[1], parser.expr());
+  const outputs = new Map<string, Node>();
+  for (const { m, parser } of at(/^output (\w+) \w+ = /gm)) outputs.set(m[1], parser.expr());
+  const modules = new Map<string, { path: string; condition?: Node; body: Node }>();
+  for (const { m, parser } of at(/^module (\w+) '([^']+)' = /gm)) {
+    let condition: Node | undefined;
+    if (parser.atWord("if")) {
+      parser.i += 2;
+      parser.eat("(");
+      condition = parser.expr();
+      parser.eat(")");
+    }
+    modules.set(m[1], { path: m[2], condition, body: parser.expr() });
+  }
+  const symbols = new Set([...text.matchAll(/^(?:resource|module) (\w+) /gm)].map((m) => m[1]));
+  return { params, vars, outputs, modules, symbols };
+}
+
+function evaluateBicepTemplate(given: Record<string, Value>): Evaluated {
+  const d = bicepDeclarations(bicep);
+  const env = lazyEnv(
+    (n, e) => {
+      if (n in given) return given[n];
+      const def = d.params.get(n);
+      if (!def) throw new Error(`parameter ${n} has no value`);
+      return evaluate(def, e);
+    },
+    (n, e) => evaluate(d.vars.get(n)!, e),
+    (n, e) => {
+      if (d.params.has(n)) return e.parameter(n);
+      if (d.vars.has(n)) return e.variable(n);
+      if (d.symbols.has(n)) return { $marker: n };
+      if (FUNCTIONS[n.toLowerCase()]) throw new Error(`${n} used as a name`);
+      throw new Error(`bicep: unknown name ${n}`);
+    },
+  );
+  const deployments: Deployment[] = [];
+  for (const mod of d.modules.values()) {
+    if (mod.condition && evaluate(mod.condition, env) !== true) continue;
+    const bodies = mod.body.k === "for" ? (evaluate(mod.body, env) as Value[]) : [evaluate(mod.body, env)];
+    for (const b of bodies as {
+      name: string;
+      scope: { subscriptionId: Value; resourceGroup: Value };
+      params: Record<string, Value>;
+    }[])
+      deployments.push({
+        name: b.name,
+        subscriptionId: b.scope.subscriptionId,
+        resourceGroup: b.scope.resourceGroup,
+        params: b.params,
+      });
+  }
+  return {
+    parameters: Object.fromEntries([...d.params.keys()].map((n) => [n, env.parameter(n)])),
+    variables: Object.fromEntries([...d.vars.keys()].map((n) => [n, env.variable(n)])),
+    outputs: Object.fromEntries([...d.outputs].map(([n, o]) => [n, () => evaluate(o, env)])),
+    deployments,
+  };
+}
 
 describe("ARM template (azuredeploy.json)", () => {
   test("parses, with the deployment schema", () => {
@@ -255,31 +1001,12 @@ describe("ARM template (azuredeploy.json)", () => {
     expect(armAppSettings()).not.toContain("FUNCTIONS_EXTENSION_VERSION");
   });
 
-  test("DISK_REGISTRATIONS are bodies POST /api/disks accepts (every field one it knows)", () => {
-    const api = fs.readFileSync(path.resolve(__dirname, "../../lib/app/api.ts"), "utf8");
-    const block = /const REGISTER_FIELDS: FieldSpecs = \{([\s\S]*?)\n\};/.exec(api)![1];
-    const accepted = [...block.matchAll(/^\s+(\w+): \{ type:/gm)].map((m) => m[1]);
-    expect(accepted).toEqual(expect.arrayContaining(["id", "source", "backupAccount"]));
-    const output = String(arm.outputs!.DISK_REGISTRATIONS.value);
-    const sent = [...output.matchAll(/createObject\(((?:'\w+', [^,]+(?:, )?)+)\)/g)].flatMap((m) =>
-      [...m[1].matchAll(/'(\w+)', /g)].map((k) => k[1]),
-    );
-    expect(sent).toEqual(
-      expect.arrayContaining(["id", "source", "backupAccount", "retainLast", "intervalMinutes"]),
-    );
-    for (const key of sent)
-      expect({ key, accepted: accepted.includes(key) }).toEqual({ key, accepted: true });
-  });
-
   test("the retention defaults are the app's own, so a disk registered later keeps what deployed ones keep", () => {
-    const defaults = Object.fromEntries(
-      ["Last", "Daily", "Weekly", "Monthly"].map((k) => [k, arm.parameters[`retain${k}`].defaultValue]),
-    );
-    expect(defaults).toEqual({
-      Last: DEFAULT_POLICY.last,
-      Daily: DEFAULT_POLICY.daily,
-      Weekly: DEFAULT_POLICY.weekly,
-      Monthly: DEFAULT_POLICY.monthly,
+    expect(arm.parameters.retention.defaultValue).toEqual({
+      keepLast: DEFAULT_POLICY.last,
+      keepDaily: DEFAULT_POLICY.daily,
+      keepWeekly: DEFAULT_POLICY.weekly,
+      keepMonthly: DEFAULT_POLICY.monthly,
     });
   });
 
@@ -309,17 +1036,25 @@ describe("Bicep and ARM JSON declare the same deployment", () => {
       ...b.modules.map(() => "Microsoft.Resources/deployments"),
     ].sort();
     expect(bicepTypes).toEqual(arm.resources.map((r) => r.type).sort());
-    const moduleTypes = bicepDecls(bicepModule)
-      .resources.filter((r) => !r.existing)
-      .map((r) => r.type);
+    // Each nested deployment's inner template says which module file it is, and declares what that
+    // file declares.
+    const inlined = new Set<string>();
     for (const r of arm.resources.filter((x) => x.type === "Microsoft.Resources/deployments")) {
-      expect(r.properties!.template!.resources.map((x) => x.type)).toEqual(moduleTypes);
-      expect(Object.keys(r.properties!.template!.parameters).sort()).toEqual(
-        bicepDecls(bicepModule)
-          .params.map((p) => p.name)
-          .sort(),
-      );
+      const inner = r.properties!.template! as ArmTemplate & { metadata?: { comment?: string } };
+      const file = /modules\/\w+\.bicep/.exec(String(inner.metadata?.comment))?.[0] ?? "(none)";
+      expect(b.modules.map((m) => m.path)).toContain(file);
+      inlined.add(file);
+      const mod = bicepDecls(read(file));
+      expect({ file, types: inner.resources.map((x) => x.type) }).toEqual({
+        file,
+        types: mod.resources.filter((x) => !x.existing).map((x) => x.type),
+      });
+      expect({ file, params: Object.keys(inner.parameters).sort() }).toEqual({
+        file,
+        params: mod.params.map((p) => p.name).sort(),
+      });
     }
+    expect([...inlined].sort()).toEqual([...new Set(b.modules.map((m) => m.path))].sort());
     expect(b.outputs.sort()).toEqual(Object.keys(arm.outputs ?? {}).sort());
   });
 
@@ -334,7 +1069,7 @@ describe("Bicep and ARM JSON declare the same deployment", () => {
       .split("\n")
       .filter((l) => GUID.test(l) || /roleDefinitionIds: \[|roleDefinitions', roles\./.test(l))) {
       GUID.lastIndex = 0;
-      expect(line).toMatch(/\/\/ (Storage|Monitoring) [A-Z]/);
+      expect(line).toMatch(/\/\/ (Storage|Monitoring|Disk) [A-Z]/);
     }
     for (const [id, name] of Object.entries(DOCUMENTED_ROLES)) {
       const line = bicep.split("\n").find((l) => l.includes(id));
@@ -512,4 +1247,296 @@ describe("KQL reads exactly the telemetry names lib/telemetry.ts sends", () => {
     expect(armText).not.toMatch(/__DEFAULT_INTERVAL_MINUTES__|__DISK_INTERVALS__/);
     expect(bicep).not.toMatch(/__DEFAULT_INTERVAL_MINUTES__|__DISK_INTERVALS__/);
   });
+});
+
+const SUB_A = "11111111-1111-1111-1111-111111111111";
+const SUB_B = "22222222-2222-2222-2222-222222222222";
+const PROD_ACCOUNT = `/subscriptions/${SUB_A}/resourceGroups/prod/providers/Microsoft.Storage/storageAccounts/prodacct`;
+/**
+ * Two page blobs in one account; managed disks in one resource group written two ways (ids are
+ * case-insensitive) and one in another subscription; own retention (whole and partial), interval,
+ * container and blob on some.
+ */
+const MIXED_DISKS = [
+  {
+    id: "vm1-os",
+    source: "https://prodacct.blob.core.windows.net/vhds/vm1-os.vhd",
+    sourceAccountId: PROD_ACCOUNT,
+  },
+  {
+    id: "vm1-data",
+    source: "https://prodacct.blob.core.windows.net/vhds/vm1-data.vhd",
+    sourceAccountId: PROD_ACCOUNT,
+    intervalMinutes: 60,
+  },
+  {
+    id: "vm2-os",
+    source: `/subscriptions/${SUB_A}/resourceGroups/Prod-VMs/providers/Microsoft.Compute/disks/vm2-os`,
+    retention: { keepLast: 30 },
+  },
+  {
+    id: "vm2-data",
+    source: `/subscriptions/${SUB_A}/resourcegroups/prod-vms/providers/Microsoft.Compute/disks/vm2-data`,
+    backupContainer: "vm2",
+    backupBlob: "vm2/data",
+    intervalMinutes: 240,
+    retention: { keepLast: 7, keepDaily: 7, keepWeekly: 0, keepMonthly: 0 },
+  },
+  {
+    id: "vm3-os",
+    source: `/subscriptions/${SUB_B}/resourceGroups/other-team/providers/Microsoft.Compute/disks/vm3-os`,
+  },
+];
+const EXISTING_BACKUP = `/subscriptions/${SUB_B}/resourceGroups/backup/providers/Microsoft.Storage/storageAccounts/bak`;
+const PARAMETER_CASES: Record<string, Record<string, Value>> = {
+  "the defaults": {},
+  "page blobs and managed disks": { disks: MIXED_DISKS },
+  "an existing backup account and a partial deployment-wide retention": {
+    disks: MIXED_DISKS,
+    existingBackupAccountId: EXISTING_BACKUP,
+    retention: { keepLast: 30, keepMonthly: 24 },
+  },
+  "a short schedule and an alert address": { defaultIntervalMinutes: 5, alertEmail: "ops@example.com" },
+};
+
+/**
+ * The POST /api/disks body (scratch/PLAN.md "Contracts decided now"; issue 12 item 3: retention is
+ * `retention: {keepLast, keepDaily, keepWeekly, keepMonthly}` everywhere): each field and its JSON type.
+ */
+const REGISTER_BODY: Record<string, string> = {
+  id: "string",
+  source: "string",
+  backupAccount: "string",
+  backupContainer: "string",
+  backupBlob: "string",
+  intervalMinutes: "number",
+  retention: "object",
+};
+const RETENTION_FIELDS = ["keepLast", "keepDaily", "keepWeekly", "keepMonthly"];
+const APP_RETENTION = { keepLast: 14, keepDaily: 0, keepWeekly: 4, keepMonthly: 12 };
+/** Role ids as their documented names (an unknown id stays as it is, and fails the comparison). */
+const named = (ids: Value) => (ids as string[]).map((id) => DOCUMENTED_ROLES[id] ?? id);
+
+describe("Bicep and ARM JSON compute the same deployment (expressions evaluated offline)", () => {
+  test.each(Object.entries(PARAMETER_CASES))(
+    "%s: same parameters, variables, registrations and role deployments",
+    (_, given) => {
+      const b = evaluateBicepTemplate(given);
+      const a = evaluateArmTemplate(given);
+      expect(b.parameters).toEqual(a.parameters);
+      expect(Object.keys(b.variables).length).toBeGreaterThan(15);
+      for (const [name, value] of Object.entries(b.variables))
+        expect({ name, value }).toEqual({ name, value: a.variables[name] });
+      for (const name of ["DISK_REGISTRATIONS", "BACKUP_ACCOUNT_URL"])
+        expect({ name, value: b.outputs[name]() }).toEqual({ name, value: a.outputs[name]() });
+      const comparable = (ds: Deployment[]) =>
+        ds
+          .map(({ params: { principalId: _principal, ...params }, ...d }) => ({ ...d, params }))
+          .sort((x, y) => x.name.localeCompare(y.name));
+      expect(comparable(b.deployments)).toEqual(comparable(a.deployments));
+      // Every role goes to the app's own identity.
+      expect(bicep).toMatch(/^resource identity 'Microsoft\.ManagedIdentity\/userAssignedIdentities@/m);
+      for (const d of b.deployments)
+        expect(d.params.principalId).toEqual({ $marker: "identity.properties.principalId" });
+      const identity = `resourceId(Microsoft.ManagedIdentity/userAssignedIdentities, ${String(a.variables.identityName)})`;
+      for (const d of a.deployments)
+        expect(d.params.principalId).toEqual({
+          $marker: `reference(${JSON.stringify({ $marker: identity })}).principalId`,
+        });
+    },
+  );
+
+  test("a page blob without sourceAccountId, or a malformed disk id, fails both deployments before anything is granted", () => {
+    const noAccount = { disks: [{ id: "x", source: "https://a.blob.core.windows.net/c/x.vhd" }] };
+    expect(() => evaluateArmTemplate(noAccount)).toThrow(/no property sourceAccountId/);
+    expect(() => evaluateBicepTemplate(noAccount)).toThrow(/no property sourceAccountId/);
+    const malformed = { disks: [{ id: "x", source: `/subscriptions/${SUB_A}` }] };
+    expect(() => evaluateArmTemplate(malformed)).toThrow(/out of range/);
+    expect(() => evaluateBicepTemplate(malformed)).toThrow(/out of range/);
+  });
+});
+
+describe("managed disks", () => {
+  const mixed = evaluateArmTemplate({ disks: MIXED_DISKS });
+
+  test("the resource group of each managed disk, read from its id, gets the three disk roles, once per group", () => {
+    const groups = mixed.deployments.filter((d) => d.name.startsWith("diskdelta-disks-"));
+    expect(
+      groups.map(({ subscriptionId, resourceGroup, params }) => ({
+        subscriptionId,
+        resourceGroup,
+        roles: named(params.roleDefinitionIds),
+      })),
+    ).toEqual([
+      { subscriptionId: SUB_A, resourceGroup: "prod-vms", roles: DISK_ROLES },
+      { subscriptionId: SUB_B, resourceGroup: "other-team", roles: DISK_ROLES },
+    ]);
+    expect(new Set(groups.map((g) => g.name)).size).toBe(groups.length);
+    // By documented id, in both templates.
+    const roles = arm.variables!.roles as Record<string, string>;
+    for (const name of DISK_ROLES) {
+      const id = Object.keys(DOCUMENTED_ROLES).find((k) => DOCUMENTED_ROLES[k] === name)!;
+      expect(Object.values(roles)).toContain(id);
+      expect(bicep).toContain(`'${id}' // ${name}`);
+    }
+  });
+
+  test("page blob accounts keep Storage Blob Data Contributor; a managed disk needs no account and gets no storage role", () => {
+    const accounts = mixed.deployments.filter((d) => !d.name.startsWith("diskdelta-disks-"));
+    expect(
+      accounts.map(({ subscriptionId, resourceGroup, params }) => ({
+        subscriptionId,
+        resourceGroup,
+        account: params.storageAccountName,
+        roles: named(params.roleDefinitionIds),
+      })),
+    ).toEqual([
+      {
+        subscriptionId: SUB_A,
+        resourceGroup: "prod",
+        account: "prodacct",
+        roles: ["Storage Blob Data Contributor"],
+      },
+    ]);
+    expect(evaluateArmTemplate({}).deployments).toEqual([]);
+    const onlyManaged = evaluateArmTemplate({ disks: MIXED_DISKS.slice(2) });
+    expect(onlyManaged.deployments.map((d) => d.name.replace(/-[a-z0-9]+$/, ""))).toEqual([
+      "diskdelta-disks",
+      "diskdelta-disks",
+    ]);
+  });
+
+  test("the disk roles are assigned on the resource group itself, one assignment per role, named stably", () => {
+    const inner = arm.resources.find(
+      (r) => (r.copy as { name?: string } | undefined)?.name === "managedDiskAccess",
+    )!.properties!.template!;
+    expect(inner.resources).toHaveLength(1);
+    const [assignment] = inner.resources;
+    expect(assignment.type).toBe("Microsoft.Authorization/roleAssignments");
+    expect(assignment.scope).toBeUndefined(); // no scope: the resource group the deployment targets
+    expect(assignment.name).toBe(
+      "[guid(resourceGroup().id, parameters('principalId'), parameters('roleDefinitionIds')[copyIndex()])]",
+    );
+    expect(assignment.properties).toEqual({
+      roleDefinitionId:
+        "[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', parameters('roleDefinitionIds')[copyIndex()])]",
+      principalId: "[parameters('principalId')]",
+      principalType: "ServicePrincipal",
+    });
+    const mod = read("modules/resourceGroupRoles.bicep");
+    expect(mod).toContain("name: guid(resourceGroup().id, principalId, roleId)");
+    expect(mod).not.toMatch(/^\s+scope:/m);
+    expect(mod).toContain(
+      "roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)",
+    );
+  });
+});
+
+describe("DISK_REGISTRATIONS: the POST /api/disks bodies register-disks.sh sends", () => {
+  const check = (bodies: Record<string, Value>[]) => {
+    expect(bodies.length).toBeGreaterThan(0);
+    for (const body of bodies) {
+      for (const [field, value] of Object.entries(body))
+        expect({ field, type: typeof value }).toEqual({ field, type: REGISTER_BODY[field] });
+      for (const field of ["id", "source", "backupAccount", "backupContainer", "retention"])
+        expect(body).toHaveProperty(field);
+      for (const [field, count] of Object.entries(body.retention as Record<string, Value>))
+        expect({ field, known: RETENTION_FIELDS.includes(field), count: typeof count }).toEqual({
+          field,
+          known: true,
+          count: "number",
+        });
+      expect(JSON.stringify(body)).not.toMatch(/retain|sourceAccountId/i);
+    }
+  };
+
+  test("page blobs and managed disks: the contract's shape, the deployment's retention where a disk gives none", () => {
+    const a = evaluateArmTemplate({ disks: MIXED_DISKS });
+    const bodies = a.outputs.DISK_REGISTRATIONS() as Record<string, Value>[];
+    check(bodies);
+    const backupAccount = a.variables.backupAccountUrl;
+    expect(backupAccount).toMatch(/^https:\/\/diskdeltabak[a-z0-9]+\.blob\.core\.windows\.net$/);
+    const common = { backupAccount, backupContainer: "diskdelta" };
+    expect(bodies).toEqual([
+      { id: "vm1-os", source: MIXED_DISKS[0].source, ...common, retention: APP_RETENTION },
+      {
+        id: "vm1-data",
+        source: MIXED_DISKS[1].source,
+        ...common,
+        retention: APP_RETENTION,
+        intervalMinutes: 60,
+      },
+      {
+        id: "vm2-os",
+        source: MIXED_DISKS[2].source,
+        ...common,
+        retention: { ...APP_RETENTION, keepLast: 30 },
+      },
+      {
+        id: "vm2-data",
+        source: MIXED_DISKS[3].source,
+        backupAccount,
+        backupContainer: "vm2",
+        backupBlob: "vm2/data",
+        intervalMinutes: 240,
+        retention: { keepLast: 7, keepDaily: 7, keepWeekly: 0, keepMonthly: 0 },
+      },
+      { id: "vm3-os", source: MIXED_DISKS[4].source, ...common, retention: APP_RETENTION },
+    ]);
+  });
+
+  test("a partial deployment-wide retention leaves the other counts to the app; an existing backup account is used", () => {
+    const given = PARAMETER_CASES["an existing backup account and a partial deployment-wide retention"];
+    const bodies = evaluateArmTemplate(given).outputs.DISK_REGISTRATIONS() as Record<string, Value>[];
+    check(bodies);
+    expect(bodies.map((b) => [b.id, b.backupAccount, b.retention])).toEqual([
+      ["vm1-os", "https://bak.blob.core.windows.net", { keepLast: 30, keepMonthly: 24 }],
+      ["vm1-data", "https://bak.blob.core.windows.net", { keepLast: 30, keepMonthly: 24 }],
+      ["vm2-os", "https://bak.blob.core.windows.net", { keepLast: 30, keepMonthly: 24 }],
+      [
+        "vm2-data",
+        "https://bak.blob.core.windows.net",
+        { keepLast: 7, keepDaily: 7, keepWeekly: 0, keepMonthly: 0 },
+      ],
+      ["vm3-os", "https://bak.blob.core.windows.net", { keepLast: 30, keepMonthly: 24 }],
+    ]);
+  });
+
+  test("register-disks.sh sends each body as the output has it", () => {
+    const script = read("scripts/register-disks.sh");
+    expect(script).toContain(`printf '%s' "$DISK_REGISTRATIONS" | jq -c '.[]'`);
+    expect(script).toMatch(/-X POST "https:\/\/\$host\/api\/disks"[\s\S]*--data "\$disk"/);
+  });
+});
+
+test("infra/README.md names every role the templates assign, with its documented id", () => {
+  const readme = read("README.md");
+  for (const id of Object.values(arm.variables!.roles as Record<string, string>)) {
+    const name = DOCUMENTED_ROLES[id];
+    expect({ id, row: new RegExp(`${name} \\(\`${id}\`\\)`).test(readme) }).toEqual({ id, row: true });
+  }
+});
+
+test("infra/README.md's deployment example: its disks give the roles and the registration body it shows", () => {
+  const readme = read("README.md");
+  const param = (name: string) => JSON.parse(new RegExp(`-p ${name}='([^']+)'`).exec(readme)![1]) as Value;
+  const given = { disks: param("disks"), retention: param("retention") };
+  const a = evaluateArmTemplate(given);
+  expect(evaluateBicepTemplate(given).outputs.DISK_REGISTRATIONS()).toEqual(a.outputs.DISK_REGISTRATIONS());
+  expect(
+    a.deployments.map((d) => [
+      d.resourceGroup,
+      d.params.storageAccountName ?? null,
+      named(d.params.roleDefinitionIds),
+    ]),
+  ).toEqual([
+    ["prod", "prodacct", ["Storage Blob Data Contributor"]],
+    ["prod-vms", null, DISK_ROLES],
+  ]);
+  const shown = JSON.parse(/holds, for `vm1-data`:\n\n```json\n([\s\S]*?)\n```/.exec(readme)![1]) as Record<
+    string,
+    Value
+  >;
+  const body = (a.outputs.DISK_REGISTRATIONS() as Record<string, Value>[]).find((b) => b.id === "vm1-data");
+  expect({ ...body, backupAccount: "https://<BACKUP_ACCOUNT>.blob.core.windows.net" }).toEqual(shown);
 });
