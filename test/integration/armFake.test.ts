@@ -6,6 +6,7 @@
  * refusals, long-running operations in each of ARM's shapes, 404s, denied and assigned roles, VM
  * disks, documented limits, injected faults and a deleted resource group.
  */
+import { execFile } from "node:child_process";
 import http from "node:http";
 import https from "node:https";
 import { ComputeManagementClient } from "@azure/arm-compute";
@@ -199,17 +200,48 @@ test("TLS with a generated certificate, trusted by this client only; bearer toke
   });
   expect(plainAnswer).not.toMatch(/^HTTP 2/);
 
-  // Without a token: ARM's 401.
-  const tokenless = await new Promise<{ status?: number; body: string }>((resolve, reject) => {
-    const req = https.get(`${arm.endpoint}${id}?api-version=2026-03-02`, { ca: arm.ca }, (res) => {
-      let body = "";
-      res.on("data", (c: Buffer) => (body += c.toString()));
-      res.on("end", () => resolve({ status: res.statusCode, body }));
+  // Raw HTTPS (trusting the CA per request): without a token ARM says 401; without api-version 400.
+  const raw = (pathAndQuery: string, headers: Record<string, string> = {}) =>
+    new Promise<{ status?: number; code?: string }>((resolve, reject) => {
+      const req = https.get(`${arm.endpoint}${pathAndQuery}`, { ca: arm.ca, headers }, (res) => {
+        let body = "";
+        res.on("data", (c: Buffer) => (body += c.toString()));
+        res.on("end", () => resolve({ status: res.statusCode, code: JSON.parse(body).error?.code }));
+      });
+      req.on("error", reject);
     });
-    req.on("error", reject);
+  expect(await raw(`${id}?api-version=2026-03-02`)).toEqual({ status: 401, code: "AuthenticationFailed" });
+  expect(await raw(id, { Authorization: "Bearer x" })).toEqual({
+    status: 400,
+    code: "MissingApiVersionParameter",
   });
-  expect(tokenless.status).toBe(401);
-  expect(JSON.parse(tokenless.body)).toMatchObject({ error: { code: "AuthenticationFailed" } });
+
+  // ARM paths and names are case-insensitive; answers use the names as created.
+  expect((await client.disks.get(rg.toUpperCase(), "OS")).id).toBe(id);
+});
+
+test("a child process trusts the fake through NODE_EXTRA_CA_CERTS=caFile, with no option in its code", async () => {
+  const rg = group();
+  await arm.createDisk({ resourceGroup: rg, name: "d", sizeBytes: MiB });
+  const script = `
+    const { ComputeManagementClient } = require("@azure/arm-compute");
+    const credential = { getToken: async () => ({ token: "t", expiresOnTimestamp: Date.now() + 3600e3 }) };
+    const client = new ComputeManagementClient(credential, process.argv[1], {
+      endpoint: process.argv[2], retryOptions: { maxRetries: 0 } });
+    client.disks.get(process.argv[3], "d").then(
+      (d) => console.log(d.diskState), (e) => console.log("error", e.code));`;
+  const run = (env: NodeJS.ProcessEnv) =>
+    new Promise<string>((resolve, reject) =>
+      execFile(
+        process.execPath,
+        ["-e", script, arm.subscriptionId, arm.endpoint, rg],
+        { cwd: process.cwd(), env, timeout: 30_000 },
+        (err, stdout) => (err ? reject(err) : resolve(stdout.trim())),
+      ),
+    );
+  const base = { PATH: process.env.PATH ?? "" };
+  expect(await run({ ...base, NODE_EXTRA_CA_CERTS: arm.caFile })).toBe("Unattached");
+  expect(await run(base)).toMatch(/^error .*(SELF_SIGNED|CERT)/);
 });
 
 test("disks through long-running operations: create polls the monitor then GETs the disk; PATCH tags; list pages by nextLink", async () => {
@@ -799,6 +831,25 @@ test("background copy: a PremiumV2 snapshot's completionPercent rises to 100; no
     sku: "StandardSSD_LRS",
   });
   expect((await snapshotOf(rg, "std-s1", std)).completionPercent).toBe(100);
+});
+
+test("a grant ends with its durationInSeconds: the stored policy expires and Azurite refuses the URL", async () => {
+  const rg = group();
+  const diskId = await arm.createDisk({ resourceGroup: rg, name: "d", sizeBytes: MiB });
+  await snapshotOf(rg, "s", diskId);
+  const { accessSAS } = await client.snapshots.grantAccess(
+    rg,
+    "s",
+    { access: "Read", durationInSeconds: 1 },
+    FAST,
+  );
+  expect((await sasBlob(accessSAS!).getProperties()).contentLength).toBe(MiB + PAGE);
+  await new Promise((r) => setTimeout(r, 2100));
+  await expect(sasBlob(accessSAS!).getProperties()).rejects.toMatchObject({ statusCode: 403 });
+  // Still open as far as ARM is concerned, until endGetAccess.
+  expect((await arm.activeGrants()).map((g) => g.resourceId)).toContain(arm.snapshotId(rg, "s"));
+  await client.snapshots.revokeAccess(rg, "s", FAST);
+  expect((await arm.activeGrants()).map((g) => g.resourceId)).not.toContain(arm.snapshotId(rg, "s"));
 });
 
 test("documented limits: 7 incremental snapshots per disk per 5 minutes; SAS on at most 5 snapshots of a family", async () => {
