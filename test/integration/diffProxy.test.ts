@@ -2,13 +2,18 @@
  * The diff proxy against the shared Azurite, through @azure/storage-blob exactly as the engine calls it:
  * correct PageRange/ClearRange lists where Azurite alone returns the current ranges, paging by
  * continuation token, segment restriction, Azure's refusals, injected faults as the SDK surfaces
- * them (with and without its own retries), and byte-exact pass-through of everything else.
+ * them (with and without its own retries), and byte-exact pass-through of everything else. Managed-disk
+ * URLs (`mapManaged`): aliases served as the blob or snapshot they stand for with Azurite judging
+ * their SAS, the `x-ms-previous-snapshot-url` diff between two incremental snapshots of one blob, and
+ * its refusals.
  */
 import crypto from "node:crypto";
 import {
+  AnonymousCredential,
   BlobServiceClient,
+  PageBlobClient,
   StorageSharedKeyCredential,
-  type PageBlobClient,
+  generateBlobSASQueryParameters,
   type PageBlobGetPageRangesDiffResponseModel,
   type StoragePipelineOptions,
 } from "@azure/storage-blob";
@@ -19,6 +24,7 @@ import {
   isPutPage,
   startDiffProxy,
   type DiffProxy,
+  type ManagedBlob,
   type ProxyRequestInfo,
 } from "../fixtures/diffProxy";
 
@@ -432,4 +438,210 @@ test("create, a 4 MiB Put Page, a clear and downloads pass through byte-exact", 
     { start: 6 * MiB, end: 6 * MiB + 3 * PAGE - 1 },
   ]);
   expect(ranges._response.headers.get("server")).toMatch(/azurite/i);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Managed-disk URLs, set up here by hand as the ARM fake sets them up: the disk is blob `abcd` in a
+// container of its own, each grant a stored access policy of that container named by the SAS (`si`).
+
+interface ManagedFixture {
+  container: string;
+  disk: PageBlobClient;
+  /** Maps an alias for the disk (snapshot undefined) or a snapshot; returns its SAS URL through the proxy. */
+  open(
+    snapshot: string | undefined,
+    options?: { incremental?: boolean; permissions?: string },
+  ): Promise<string>;
+  /** Deletes every stored access policy of the container: every URL opened so far stops working. */
+  revokeAll(): Promise<void>;
+}
+
+async function managedDisk(pageCount: number): Promise<ManagedFixture> {
+  const s = testStorage();
+  const container = uniqueName("mdfam");
+  const containerClient = direct.getContainerClient(container);
+  await containerClient.create();
+  const disk = containerClient.getPageBlobClient("abcd");
+  await disk.create(pageCount * PAGE);
+  const credential = new StorageSharedKeyCredential(SOURCE_ACCOUNT, s.keys[SOURCE_ACCOUNT]);
+  return {
+    container,
+    disk,
+    async open(snapshot, options = {}) {
+      const id = crypto.randomUUID();
+      const { signedIdentifiers } = await containerClient.getAccessPolicy();
+      await containerClient.setAccessPolicy(undefined, [
+        ...signedIdentifiers,
+        {
+          id,
+          accessPolicy: {
+            permissions: options.permissions ?? "r",
+            startsOn: new Date(Date.now() - 60_000),
+            expiresOn: new Date(Date.now() + 3_600_000),
+          },
+        },
+      ]);
+      const blob: ManagedBlob = {
+        account: SOURCE_ACCOUNT,
+        container,
+        blob: "abcd",
+        snapshot,
+        incremental: options.incremental ?? snapshot !== undefined,
+      };
+      const base = proxy.mapManaged(`md-${uniqueName("h")}/${uniqueName("c")}/abcd`, blob);
+      const sas = generateBlobSASQueryParameters(
+        { containerName: container, blobName: "abcd", snapshotTime: snapshot, identifier: id },
+        credential,
+      );
+      return `${base}?${sas.toString()}`;
+    },
+    async revokeAll() {
+      await containerClient.setAccessPolicy(undefined, []);
+    },
+  };
+}
+
+function anonymous(url: string): PageBlobClient {
+  return new PageBlobClient(url, new AnonymousCredential(), { retryOptions: { maxTries: 1 } });
+}
+
+/** getPageRangesDiffForManagedDisks answers {offset, count = End - Start}: back to "P a-b" inclusive. */
+function managedRangesOf(r: {
+  pageRange?: Array<{ offset: number; count?: number }>;
+  clearRange?: Array<{ offset: number; count?: number }>;
+}): string[] {
+  return rangesOf({
+    pageRange: (r.pageRange ?? []).map((x) => ({ start: x.offset, end: x.offset + (x.count ?? 0) })),
+    clearRange: (r.clearRange ?? []).map((x) => ({ start: x.offset, end: x.offset + (x.count ?? 0) })),
+  });
+}
+
+test("a managed-disk URL is served as the blob or snapshot it stands for; Azurite judges its SAS", async () => {
+  const md = await managedDisk(8);
+  await md.disk.uploadPages(pages(2, 7), 0, 2 * PAGE);
+  const { snapshot } = await md.disk.createSnapshot();
+  await md.disk.uploadPages(pages(1, 8), 0, PAGE);
+  const snapUrl = await md.open(snapshot);
+  const diskUrl = await md.open(undefined, { permissions: "rw" });
+  expect(new URL(snapUrl).pathname).toMatch(/^\/md-h[0-9a-f]+\/c[0-9a-f]+\/abcd$/);
+  expect(new URL(snapUrl).searchParams.has("snapshot")).toBe(false);
+
+  const mark = proxy.requests.length;
+  const fromSnapshot = await anonymous(snapUrl).downloadToBuffer(0, 2 * PAGE);
+  expect(fromSnapshot.equals(pages(2, 7))).toBe(true);
+  const fromDisk = await anonymous(diskUrl).downloadToBuffer(0, PAGE);
+  expect(fromDisk.equals(pages(1, 8))).toBe(true);
+  // The log shows the URL the client used, not the rewritten one.
+  expect(requestsSince(mark, isGetBlob).map((r) => r.path.split("/")[1].slice(0, 3))).toEqual(["md-", "md-"]);
+
+  // Writes: refused on a read-only snapshot URL, done through a read-write disk URL.
+  await expect(anonymous(snapUrl).uploadPages(pages(1, 1), 0, PAGE)).rejects.toMatchObject({
+    statusCode: 403,
+  });
+  await anonymous(diskUrl).uploadPages(pages(1, 9), 4 * PAGE, PAGE);
+  expect((await md.disk.downloadToBuffer(4 * PAGE, PAGE)).equals(pages(1, 9))).toBe(true);
+
+  // A managed URL names one blob: a snapshot parameter on it is refused.
+  await expect(anonymous(diskUrl).withSnapshot(snapshot!).getProperties()).rejects.toMatchObject({
+    statusCode: 400,
+  });
+
+  // Deleting the stored access policies (what endGetAccess does) makes Azurite refuse both URLs.
+  await md.revokeAll();
+  for (const url of [snapUrl, diskUrl]) {
+    await expect(anonymous(url).getProperties()).rejects.toMatchObject({ statusCode: 403 });
+  }
+});
+
+test("managed diff: between two incremental snapshots of one blob, by x-ms-previous-snapshot-url, segmented", async () => {
+  const md = await managedDisk(32);
+  const write = (p: number, data: Buffer) => md.disk.uploadPages(data, p * PAGE, data.length);
+  await write(0, pages(4, 0x61));
+  await write(8, pages(4, 0x62));
+  await write(16, pages(4, 0x63));
+  await write(24, pages(2, 0x64));
+  const { snapshot: prev } = await md.disk.createSnapshot();
+  await write(2, pages(1, 0x78));
+  await write(4, pages(1, 0x66));
+  await write(8, pages(2, 0x62));
+  await md.disk.clearPages(17 * PAGE, 2 * PAGE);
+  await md.disk.clearPages(24 * PAGE, 2 * PAGE);
+  await write(28, pages(2, 0x65));
+  const { snapshot: snap } = await md.disk.createSnapshot();
+  const prevUrl = await md.open(prev);
+  const snapUrl = await md.open(snap);
+
+  const mark = proxy.requests.length;
+  const whole = await anonymous(snapUrl).getPageRangesDiffForManagedDisks(0, 32 * PAGE, prevUrl);
+  expect(managedRangesOf(whole)).toEqual(WORKED_EXAMPLE_DIFF);
+  expect(whole._response.headers.get("server")).not.toMatch(/azurite/i);
+  const [sent] = requestsSince(mark, isDiffRequest);
+  expect(sent.headers["x-ms-previous-snapshot-url"]).toBe(prevUrl);
+  expect(sent.query.has("prevsnapshot")).toBe(false);
+
+  // Against the disk itself (its current state), and in segments that add up to the whole.
+  const diskUrl = await md.open(undefined);
+  const ofDisk = await anonymous(diskUrl).getPageRangesDiffForManagedDisks(0, 32 * PAGE, prevUrl);
+  expect(managedRangesOf(ofDisk)).toEqual(WORKED_EXAMPLE_DIFF);
+  const tiles: string[] = [];
+  for (let offset = 0; offset < 32 * PAGE; offset += 8 * PAGE)
+    tiles.push(
+      ...managedRangesOf(
+        await anonymous(snapUrl).getPageRangesDiffForManagedDisks(offset, 8 * PAGE, prevUrl),
+      ),
+    );
+  expect(tiles).toEqual(WORKED_EXAMPLE_DIFF);
+});
+
+test("managed diff refusals: another blob, not incremental, a disk, a plain URL, newer, revoked, deleted", async () => {
+  const md = await managedDisk(8);
+  await md.disk.uploadPages(pages(1, 1), 0, PAGE);
+  const { snapshot: s1 } = await md.disk.createSnapshot();
+  await md.disk.uploadPages(pages(1, 2), PAGE, PAGE);
+  const { snapshot: s2 } = await md.disk.createSnapshot();
+  const url1 = await md.open(s1);
+  const url2 = await md.open(s2);
+  const whole = { offset: 0, count: 8 * PAGE };
+  const diff = (target: string, previous: string) =>
+    anonymous(target).getPageRangesDiffForManagedDisks(whole.offset, whole.count, previous);
+  expect(managedRangesOf(await diff(url2, url1))).toEqual([`P ${PAGE}-${2 * PAGE - 1}`]);
+
+  const other = await managedDisk(8);
+  await other.disk.uploadPages(pages(1, 3), 0, PAGE);
+  const { snapshot: o1 } = await other.disk.createSnapshot();
+  const otherUrl = await other.open(o1);
+  const notSupported = { statusCode: 409, code: "PreviousSnapshotOperationNotSupported" };
+  await expect(diff(url2, otherUrl)).rejects.toMatchObject(notSupported);
+  await expect(diff(url2, await md.open(s1, { incremental: false }))).rejects.toMatchObject(notSupported);
+  await expect(diff(url2, await md.open(undefined))).rejects.toMatchObject(notSupported);
+  const plainPrev = viaProxy.getContainerClient(md.container).getPageBlobClient("abcd").withSnapshot(s1!).url;
+  await expect(diff(url2, plainPrev)).rejects.toMatchObject(notSupported);
+  await expect(diff(url1, url2)).rejects.toMatchObject({
+    statusCode: 400,
+    code: "PreviousSnapshotCannotBeNewer",
+  });
+
+  // The previous URL's own SAS must work: a revoked one means the service cannot find that snapshot.
+  const revocable = await managedDisk(8);
+  await revocable.disk.uploadPages(pages(1, 4), 0, PAGE);
+  const { snapshot: r1 } = await revocable.disk.createSnapshot();
+  const { snapshot: r2 } = await revocable.disk.createSnapshot();
+  const rUrl1 = await revocable.open(r1);
+  await revocable.revokeAll();
+  const rUrl2 = await revocable.open(r2);
+  await expect(diff(rUrl2, rUrl1)).rejects.toMatchObject({
+    statusCode: 409,
+    code: "PreviousSnapshotNotFound",
+  });
+  const forged = (url: string) => url.replace(/sig=[^&]+/, "sig=AAAA");
+  await expect(diff(url2, forged(url1))).rejects.toMatchObject({
+    statusCode: 409,
+    code: "PreviousSnapshotNotFound",
+  });
+  // A target whose own SAS fails is Azurite's 403, before the pair is even looked at.
+  await expect(diff(forged(url2), otherUrl)).rejects.toMatchObject({ statusCode: 403 });
+  await md.disk.withSnapshot(s1!).delete();
+  await expect(diff(url2, url1)).rejects.toMatchObject({ statusCode: 409, code: "PreviousSnapshotNotFound" });
+  await md.revokeAll();
+  await expect(diff(url2, url1)).rejects.toMatchObject({ statusCode: 403 });
 });
