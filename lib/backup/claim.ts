@@ -94,6 +94,7 @@ export function advancedDisk(disk: DiskRecord, run: RunRecord): DiskRecord {
     baseSnapshot: run.sourceSnapshot,
     baseSize: run.sourceSize,
     basePoint: run.restorePoint,
+    baseFence: run.fence,
     activeRunId: disk.activeRunId === run.id ? undefined : disk.activeRunId,
     lastRunId: run.id,
     lastSuccessAt: run.finishedAt ?? run.updatedAt,

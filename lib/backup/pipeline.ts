@@ -80,7 +80,12 @@ export interface FanoutPlan {
  * near 25 KiB, far below the queue's 64 KiB limit even for fragmented chunks.
  */
 export const MAX_RANGES_PER_BATCH = 1000;
-/** How often a checkpoint is written while work goes on: re-doing this much after a crash is cheap, a table write per piece is not. */
+/**
+ * How often a checkpoint is written while work goes on: every few seconds, or once a segment's
+ * worth of changes (DISKDELTA_SEGMENT_BYTES) has been applied since the last one, whichever comes
+ * first. Re-doing that much after a crash is cheap; a table write per listing piece is not (an
+ * unchanged 1 TiB disk would be thousands of them).
+ */
 const CHECKPOINT_INTERVAL_MS = 3000;
 
 export interface Checkpoint {
@@ -136,6 +141,7 @@ export class CopyStage {
   readonly live: RunCounters;
   private lastCheckpointAt = Date.now();
   private lastCheckpointOffset: number;
+  private lastCheckpointBytes: number;
   private writing?: Promise<void>;
   private plannedBytes: number;
   private batch: { parts: Array<{ chunk: Chunk; owner: Owner }>; ranges: number } = { parts: [], ranges: 0 };
@@ -148,6 +154,7 @@ export class CopyStage {
     this.prefix = new PrefixTracker<RunCounters>(o.start, o.committed);
     this.live = { ...o.committed };
     this.lastCheckpointOffset = o.start;
+    this.lastCheckpointBytes = this.appliedBytes();
     this.plannedBytes = o.committed.bytesPlanned;
     this.batchesBefore = o.fanout?.nextBatch ?? 0;
   }
@@ -300,9 +307,18 @@ export class CopyStage {
     this.maybeCheckpoint();
   }
 
+  /** Bytes the prefix has applied or sent (the measure of work a crash would redo). */
+  private appliedBytes(): number {
+    const c = this.prefix.committed;
+    return c.bytesPlanned + c.bytesCleared;
+  }
+
   private maybeCheckpoint(): void {
-    if (this.writing || Date.now() - this.lastCheckpointAt < CHECKPOINT_INTERVAL_MS) return;
-    if (this.prefix.prefix <= this.lastCheckpointOffset) return;
+    if (this.writing || this.prefix.prefix <= this.lastCheckpointOffset) return;
+    const due =
+      Date.now() - this.lastCheckpointAt >= CHECKPOINT_INTERVAL_MS ||
+      this.appliedBytes() - this.lastCheckpointBytes >= this.o.deps.config.segmentBytes;
+    if (!due) return;
     void this.checkpoint(false).catch(() => undefined);
   }
 
@@ -319,6 +335,7 @@ export class CopyStage {
       await this.writing;
       this.lastCheckpointOffset = offset;
       this.lastCheckpointAt = Date.now();
+      this.lastCheckpointBytes = counters.bytesPlanned + counters.bytesCleared;
     } finally {
       this.writing = undefined;
     }

@@ -173,6 +173,8 @@ class Execution {
   private readonly backup: BlobLocation;
   /** Windows this invocation wrote or cleared; handed to the digests only if it saw the whole run. */
   private touched?: WindowSet;
+  /** The backup blob's sequence number before this run wrote anything (see DiskRecord.baseFence). */
+  private backupSequence?: number;
 
   constructor(
     private readonly deps: BackupDeps,
@@ -243,6 +245,7 @@ class Execution {
     const blob: BlobAddress = { kind: "blob", location: this.backup };
     try {
       const props = await storage.properties(blob);
+      this.backupSequence = props?.sequenceNumber;
       if (!props) {
         await storage.ensureContainer(this.backup);
         await storage.create(blob, size);
@@ -360,10 +363,16 @@ class Execution {
     }
   }
 
-  /** Nothing written, nothing cleared, same size as the base: no new point (unless forced). */
+  /**
+   * Nothing written, nothing cleared, same size as the base, and the backup blob untouched since
+   * the base point was sealed (its sequence number is still that seal's fence: no failed run left
+   * bytes in it that the base point does not hold): the base point still equals the disk, so no
+   * new point is made (unless forced).
+   */
   private isUnchanged(size: number): boolean {
     const r = this.run;
     if (this.options.force || !this.disk.baseSnapshot || r.kind === "full") return false;
+    if (this.disk.baseFence === undefined || this.backupSequence !== this.disk.baseFence || r.fence !== undefined) return false;
     return r.rangesWritten === 0 && r.rangesCleared === 0 && r.bytesCopied === 0 && r.bytesCleared === 0 && (this.disk.baseSize ?? size) === size;
   }
 

@@ -13,7 +13,7 @@ import { retryOnConflict } from "../core/retry";
 import type { Deps } from "../deps";
 import { backupLocation } from "../lineage/locations";
 import type { DiskRecord } from "../lineage/types";
-import { checkRetainCount, DEFAULT_POLICY } from "../retention/policy";
+import { checkRetainCount, DEFAULT_POLICY, MAX_RETAIN } from "../retention/policy";
 import { describeStorageError } from "../storage/errors";
 import { blobLocation, checkBlobName, checkContainerName, parseAccountUrl, type BlobLocation } from "../storage/urls";
 
@@ -62,11 +62,15 @@ export function checkDiskId(id: string): string | undefined {
 export function parseRetention(input: RetentionInput | undefined): { values: Partial<DiskRecord>; problems: Problem[] } {
   const values: Partial<DiskRecord> = {};
   const problems: Problem[] = [];
+  for (const key of Object.keys(input ?? {})) {
+    if (!(RETENTION_KEYS as readonly string[]).includes(key)) {
+      problems.push({ field: `retention.${key}`, message: `is not a retention count; the counts are ${RETENTION_KEYS.join(", ")}` });
+    }
+  }
   for (const key of RETENTION_KEYS) {
     const raw = input?.[key];
     if (raw === undefined) continue;
-    const problem = checkRetainCount(String(raw), raw);
-    if (problem) problems.push({ field: `retention.${key}`, message: problem });
+    if (checkRetainCount("", raw)) problems.push({ field: `retention.${key}`, message: `${String(raw)} is not a whole number from 0 to ${MAX_RETAIN}` });
     else values[RETENTION_COLUMNS[key]] = Number(raw);
   }
   return { values, problems };

@@ -72,6 +72,7 @@ const DISK_COLUMNS: Columns<DiskRecord> = {
   baseSnapshot: "string?",
   baseSize: "number?",
   basePoint: "string?",
+  baseFence: "number?",
   activeRunId: "string?",
   lastRunId: "string?",
   lastSuccessAt: "string?",

@@ -38,6 +38,12 @@ export interface DiskRecord {
   baseSize?: number;
   /** Id of the restore point sealed from the base. */
   basePoint?: string;
+  /**
+   * The backup blob's sequence number when the base point was sealed (the fence of the run that
+   * sealed it). While the blob still carries it, no run has written the blob since: a run that then
+   * finds nothing changed may say "unchanged" without a new point.
+   */
+  baseFence?: number;
   /** The run holding the disk's lock, if any. */
   activeRunId?: string;
   lastRunId?: string;

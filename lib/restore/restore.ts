@@ -225,6 +225,8 @@ async function restoreHeld(
       baseSnapshot,
       baseSize: size,
       basePoint: pointId,
+      // The promoted backup blob was written by this restore alone, with no fence: sequence number 0.
+      baseFence: 0,
       lastRunId: restoreId,
       lastSuccessAt: at,
       intervalMinutes: disk.intervalMinutes,

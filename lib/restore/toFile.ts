@@ -170,6 +170,15 @@ export async function restoreToFile(deps: Deps, diskId: string, options: Restore
       });
       checkedBy = read.checkedBy;
       fs.fsyncSync(fd);
+    } catch (err) {
+      // Interrupted or failed: what is written and checked so far is kept for the resume.
+      try {
+        fs.fsyncSync(fd);
+        writePartial(sidecar, progress);
+      } catch {
+        // the sidecar keeps its previous offset, which is only ever lower
+      }
+      throw err;
     } finally {
       fs.closeSync(fd);
     }

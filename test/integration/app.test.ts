@@ -27,6 +27,7 @@ import {
   type TestDisk,
 } from "../support/disks";
 import { BACKUP_ACCOUNT, testStorage, uniqueName } from "../support/testEnv";
+import { startDiffProxy, type DiffProxy } from "../fixtures/diffProxy";
 import type { runJson } from "../../lib/app/views";
 
 type RunView = ReturnType<typeof runJson>;
@@ -154,6 +155,7 @@ async function expectPointEqualsSource(disk: TestDisk, run: RunView): Promise<vo
 }
 
 let disk: TestDisk;
+let proxy: DiffProxy;
 const diskId = uniqueName("app");
 
 beforeAll(async () => {
@@ -176,11 +178,15 @@ beforeAll(async () => {
     DISKDELTA_COPY_CONCURRENCY: "1",
     DISKDELTA_RETRY_BASE_MS: "20",
   };
-  disk = await createDisk(512 * MiB);
+  // Through the diff fixture, which answers page-range diffs as Azure does: the incremental run
+  // is a service diff and fans out to the workers (on plain Azurite it would be a compare, which
+  // the planner applies inline as it reads).
+  proxy = await startDiffProxy({ target: `http://127.0.0.1:${s.blobPort}`, keys: s.keys });
+  disk = await createDisk(512 * MiB, proxy.url);
   await writeRandom(disk.client, 0, CHANGED);
   const added = await runScript(
     cli,
-    ["disk", "add", diskId, "--source", disk.url, "--backup-account", backupAccountUrl(), "--json"],
+    ["disk", "add", diskId, "--source", disk.url, "--backup-account", backupAccountUrl(proxy.url), "--json"],
     env,
   );
   expect(added.stderr).toBe("");
@@ -199,7 +205,8 @@ afterAll(async () => {
   for (const p of procs)
     if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGTERM");
   await Promise.all(procs.map((p) => p.exited));
-  fs.rmSync(home, { recursive: true, force: true });
+  await proxy?.close();
+  fs.rmSync(home, { recursive: true, force: true, maxRetries: 3 });
 }, 60_000);
 
 test("an HTTP backup fans out to the host and two workers and seals one byte-identical restore point", async () => {

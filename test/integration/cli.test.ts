@@ -70,7 +70,7 @@ describe("--help", () => {
   test.each([
     [[], "Usage: diskdelta [options] [command]"],
     [["disk"], "Usage: diskdelta disk [options] [command]"],
-    [["disk", "add"], "Usage: diskdelta disk add [options] <id>"],
+    [["disk", "add"], "Usage: diskdelta disk add [options] [id]"],
     [["disk", "list"], "Usage: diskdelta disk list [options]"],
     [["backup"], "Usage: diskdelta backup [options] <id>"],
     [["runs"], "Usage: diskdelta runs [options] <id>"],
@@ -208,7 +208,7 @@ describe("bad input and configuration: non-zero exit, a message naming the probl
   test("a malformed source URL", async () => {
     const result = await cli(add(uniqueName("d"), "not-a-url"), env);
     expect(result.code).toBe(2);
-    expect(result.stderr).toMatch(/--source "not-a-url" is not a URL/);
+    expect(result.stderr).toMatch(/--source: "not-a-url" is not a URL/);
   });
 
   test("a source URL without container and blob, and a source URL carrying a SAS", async () => {
@@ -249,7 +249,7 @@ describe("bad input and configuration: non-zero exit, a message naming the probl
       },
     );
     expect(added.code).toBe(2);
-    expect(added.stderr).toMatch(/access denied to --source .*Storage Blob Data Contributor/);
+    expect(added.stderr).toMatch(/--source: access denied to .*Storage Blob Data Contributor/);
 
     // The same at backup time, on the backup account: the run fails (exit 1) and says why.
     const wrongBackup = `${SOURCE_ACCOUNT}:${keys[SOURCE_ACCOUNT]};${BACKUP_ACCOUNT}:${wrong};devstoreaccount1:${keys.devstoreaccount1}`;
@@ -291,10 +291,10 @@ describe("bad input and configuration: non-zero exit, a message naming the probl
     expect(option.stderr).toMatch(/unknown option '--frob'/);
     const missing = await cli(["disk", "add", "x", "--backup-account", backupAccountUrl()], env);
     expect(missing.code).toBe(2);
-    expect(missing.stderr).toMatch(/required option '--source <pageBlobUrl>' not specified/);
+    expect(missing.stderr).toMatch(/--source: is required/);
     const limit = await cli(["runs", registered, "--limit", "zero"], env);
     expect(limit.code).toBe(2);
-    expect(limit.stderr).toMatch(/--limit zero is not a positive integer/);
+    expect(limit.stderr).toMatch(/--limit zero is not a positive whole number/);
   });
 
   test("STORAGE_ACCOUNT_KEYS malformed: a ConfigError naming the entry, never echoing the key", async () => {

@@ -160,17 +160,17 @@ describe("POST /api/disks", () => {
     expectClientError(
       await call(http.registerDisk, { body: { ...valid, intervalMinutes: "60" } }),
       400,
-      /"intervalMinutes" must be an integer/,
+      /"intervalMinutes": must be an integer/,
     );
     expectClientError(
       await call(http.registerDisk, { body: { ...valid, intervalMinutes: 0 } }),
       400,
-      /"intervalMinutes" must be from 1/,
+      /"intervalMinutes": 0 is not a whole number of minutes from 1/,
     );
     expectClientError(
       await call(http.registerDisk, { body: { source: source.url } }),
       400,
-      /"id" is required/,
+      /"id": is required/,
     );
     expectClientError(await call(http.registerDisk, { body: [valid] }), 400, /must be a JSON object/);
     expectClientError(await call(http.registerDisk, { method: "POST" }), 400, /must be a JSON object/);
@@ -182,9 +182,19 @@ describe("POST /api/disks", () => {
     const badUrl = await call(http.registerDisk, { body: { ...valid, source: "not a url" } });
     expectClientError(badUrl, 400, /source/);
     expect(badUrl.body.error).not.toMatch(/--source/);
-    const badKeep = await call(http.registerDisk, { body: { ...valid, retainLast: -1 } });
-    expectClientError(badKeep, 400, /retainLast/);
+    // The old names are refused, naming the field; retention is the object every answer shows.
+    const oldKeep = await call(http.registerDisk, { body: { ...valid, retainLast: 3 } });
+    expectClientError(oldKeep, 400, /"retainLast": is not a field here/);
+    const unknownKeep = await call(http.registerDisk, { body: { ...valid, retention: { keepHourly: 2 } } });
+    expectClientError(unknownKeep, 400, /"retention.keepHourly": is not a field here/);
+    const badKeep = await call(http.registerDisk, { body: { ...valid, retention: { keepLast: -1 } } });
+    expectClientError(badKeep, 400, /"retention.keepLast": -1 is not a whole number from 0 to 1000/);
     expect(badKeep.body.error).not.toMatch(/--keep/);
+    // A key that would reach an object's prototype is refused outright, at any depth.
+    const polluting = JSON.stringify(valid).replace(/^\{/, '{"__proto__":{"admin":true},"retention":{"constructor":{}},');
+    const refused = await call(http.registerDisk, { body: polluting });
+    expectClientError(refused, 400, /"__proto__": is not allowed/);
+    expect(refused.body.error).toMatch(/"retention.constructor": is not allowed/);
     expectClientError(
       await call(http.registerDisk, { body: { ...valid, id: diskA } }),
       400,
@@ -286,7 +296,7 @@ describe("disks, runs and points", () => {
     expectClientError(
       await call(http.getRun, { params: { id: diskA, runId: "r-nope" } }),
       400,
-      /run id "r-nope" is not valid/,
+      /"r-nope" is not a run id/,
     );
     expectClientError(
       await call(http.getRun, { params: { id: "nosuchdisk", runId: unknownRun } }),
@@ -420,19 +430,18 @@ describe("POST /api/disks/{id}/restores", () => {
     const before = (await peek(QUEUES.restoreRequests)).length;
     const restore = (body: unknown, id = diskA) =>
       call(http.startRestore, { body: body as object, params: { id } });
-    expectClientError(await restore({}), 400, /"point" is required/);
     expectClientError(await restore({ point: "latest", colour: 1 }), 400, /"colour"/);
     expectClientError(
       await restore({ point: "latest", overwrite: "yes" }),
       400,
-      /"overwrite" must be a boolean/,
+      /"overwrite": must be a boolean/,
     );
-    expectClientError(await restore({ point: 7 }), 400, /"point" must be a non-empty string/);
-    expectClientError(await restore({ point: "yesterday" }), 400, /point "yesterday" is neither/);
+    expectClientError(await restore({ point: 7 }), 400, /"point": must be a non-empty string/);
+    expectClientError(await restore({ point: "yesterday" }), 400, /"point": "yesterday" is neither/);
     expectClientError(
       await restore({ point: "latest", name: "Not Valid" }),
       400,
-      /name: disk id "Not Valid"/,
+      /"name": disk id "Not Valid"/,
     );
     expectClientError(await restore({ point: "p-20200101T000000000Z-abcdef" }), 404, /does not exist/);
     expectClientError(await restore({ point: "2001-01-01T00:00:00Z" }), 404, /no restore point/);
@@ -480,6 +489,7 @@ test("every route is registered once, with the method and route of the API", () 
       "POST disks/{id}/backups",
       "GET disks/{id}/runs",
       "GET disks/{id}/runs/{runId}",
+      "PATCH disks/{id}",
       "GET disks/{id}/points",
       "POST disks/{id}/restores",
     ].sort(),

@@ -71,8 +71,8 @@ test("disk add stores --keep-* and disk list shows the policy; bad counts exit 2
     "1001",
   ]);
   expect(bad.code).toBe(2);
-  expect(bad.stderr).toContain("--keep-last x is not a whole number from 0 to 1000");
-  expect(bad.stderr).toContain("--keep-monthly 1001 is not a whole number from 0 to 1000");
+  expect(bad.stderr).toContain("--keep-last: x is not a whole number from 0 to 1000");
+  expect(bad.stderr).toContain("--keep-monthly: 1001 is not a whole number from 0 to 1000");
   expect(await engine.lineage.getDisk(id)).toBeUndefined();
 
   const added = json<DiskJson>(
@@ -105,10 +105,9 @@ test("disk add stores --keep-* and disk list shows the policy; bad counts exit 2
 });
 
 test("disk set changes the policy; unknown disk, no option and bad counts exit 2 naming the problem", async () => {
-  const set = json<DiskJson & { keepLast: number }>(
-    await cli(["--json", "disk", "set", id, "--keep-last", "2"]),
-  );
-  expect(set).toMatchObject({ id, keepLast: 2, keepMonthly: 12 });
+  // The same disk shape as disk add and disk list print, and as the HTTP API answers.
+  const set = json<DiskJson>(await cli(["--json", "disk", "set", id, "--keep-last", "2"]));
+  expect(set).toMatchObject({ id, retention: { keepLast: 2, keepMonthly: 12 } });
   expect((await engine.lineage.getDisk(id))!.retainLast).toBe(2);
 
   const unknown = await cli(["disk", "set", "no-such-disk", "--keep-last", "1"]);
@@ -116,10 +115,10 @@ test("disk set changes the policy; unknown disk, no option and bad counts exit 2
   expect(unknown.stderr).toContain("disk no-such-disk is not registered");
   const nothing = await cli(["disk", "set", id]);
   expect(nothing.code).toBe(2);
-  expect(nothing.stderr).toMatch(/nothing to set: give at least one of --keep-last/);
+  expect(nothing.stderr).toMatch(/nothing to change: give at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly, --interval-minutes/);
   const negative = await cli(["disk", "set", id, "--keep-daily=-1"]);
   expect(negative.code).toBe(2);
-  expect(negative.stderr).toContain("--keep-daily -1 is not a whole number");
+  expect(negative.stderr).toContain("--keep-daily: -1 is not a whole number");
   expect((await engine.lineage.getDisk(id))!.retainDaily).toBe(0);
 });
 
@@ -174,12 +173,17 @@ test("verify: unknown disk, unknown point and a malformed --point exit 2 naming 
   );
   const malformed = await cli(["verify", id, "--point", "yesterday"]);
   expect(malformed.code).toBe(2);
-  expect(malformed.stderr).toContain(`--point "yesterday" is neither a restore point id`);
+  expect(malformed.stderr).toContain(`--point: "yesterday" is neither a restore point id`);
 });
 
 test("prune --dry-run lists what would go and why and deletes nothing; prune deletes it; unknown disk exits 2", async () => {
   await cli(["disk", "set", id, "--keep-last", "5"]);
-  expect((await cli(["backup", id])).code).toBe(0);
+  // Nothing changed since the last backup: no new point unless asked for one.
+  const unchanged = json<{ state: string; restorePoint?: string }>(await cli(["--json", "backup", id]));
+  expect(unchanged).toMatchObject({ state: "unchanged" });
+  expect(unchanged.restorePoint).toBeUndefined();
+  expect(await engine.lineage.listPoints(id)).toHaveLength(2);
+  expect((await cli(["backup", id, "--force"])).code).toBe(0);
   const points = await engine.lineage.listPoints(id);
   expect(points).toHaveLength(3);
   await cli([

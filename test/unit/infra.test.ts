@@ -69,7 +69,7 @@ interface ArmTemplate {
 const arm = JSON.parse(read("azuredeploy.json")) as ArmTemplate;
 const bicep = read("main.bicep");
 const armText = JSON.stringify(arm);
-const ENGINE = fs.readFileSync(path.resolve(__dirname, "../../lib/engine.ts"), "utf8");
+const ENGINE = fs.readFileSync(path.resolve(__dirname, "../../lib/lineage/tableStore.ts"), "utf8");
 /** Every alert query file, by name without `.kql`: new files are checked like the others. */
 const ALERT_QUERIES: Record<string, string> = Object.fromEntries(
   fs
@@ -976,7 +976,7 @@ describe("ARM template (azuredeploy.json)", () => {
     const expected = Object.values(QUEUES).flatMap((q) => [q, poisonQueue(q)]);
     expect([...vars.queueNames].sort()).toEqual([...expected].sort());
     expect(vars.tablePrefix).toBe("diskdelta");
-    // Every table the engine opens (`${prefix}Name` in lib/engine.ts) is declared.
+    // Every table the engine opens (`${prefix}Name` in lib/lineage/tableStore.ts tableNames) is declared.
     const engineTables = [...ENGINE.matchAll(/`\$\{prefix\}(\w+)`/g)].map((m) => m[1]);
     expect(engineTables).toEqual(expect.arrayContaining(["Disks", "Runs", "Points", "Progress"]));
     expect([...vars.tableNames].sort()).toEqual(
