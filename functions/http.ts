@@ -13,7 +13,15 @@ import type { App } from "../lib/app/context";
 import { defineFunctions } from "../lib/app/register";
 import { appFor } from "../lib/compose/runtime";
 import { ConfigError } from "../lib/config/settings";
-import { BusyError, ConflictError, InputError, IntegrityError, NotFoundError, renderProblem, type FieldWords } from "../lib/core/errors";
+import {
+  BusyError,
+  ConflictError,
+  InputError,
+  IntegrityError,
+  NotFoundError,
+  renderProblem,
+  type FieldWords,
+} from "../lib/core/errors";
 import { MessageError } from "../lib/queues/messages";
 
 /** How the HTTP API names a field: as the body field it is, or as the part of the URL. */
@@ -99,7 +107,10 @@ export function errorResponse(err: unknown, context: InvocationContext): HttpRes
   if (err instanceof InputError) {
     return json(400, {
       error: err.render(httpWords),
-      problems: err.problems.map((p) => ({ field: p.field, message: renderProblem({ ...p, field: undefined }, httpWords) })),
+      problems: err.problems.map((p) => ({
+        field: p.field,
+        message: renderProblem({ ...p, field: undefined }, httpWords),
+      })),
     });
   }
   if (err instanceof ConfigError || err instanceof MessageError) return json(400, { error: err.message });
@@ -108,7 +119,13 @@ export function errorResponse(err: unknown, context: InvocationContext): HttpRes
     const location = api.runLocation(err.diskId, err.activeRunId);
     return json(
       409,
-      { error: `${err.message}; poll ${location}`, activeRunId: err.activeRunId, holder: err.holder, until: err.until, location },
+      {
+        error: `${err.message}; poll ${location}`,
+        activeRunId: err.activeRunId,
+        holder: err.holder,
+        until: err.until,
+        location,
+      },
       { Location: location },
     );
   }
@@ -142,7 +159,9 @@ export const listDisks = handler(async (app) => json(200, await api.listDisks(ap
 
 export const getDisk = handler(async (app, request) => json(200, await api.getDisk(app, request.params.id)));
 
-export const changeDisk = handler(async (app, request) => json(200, await api.changeDisk(app, request.params.id, await readJson(request))));
+export const changeDisk = handler(async (app, request) =>
+  json(200, await api.changeDisk(app, request.params.id, await readJson(request))),
+);
 
 export const startBackup = handler(async (app, request) => {
   const started = await api.startBackup(app, request.params.id, await readJson(request));

@@ -11,7 +11,14 @@
 import { runProgress } from "../backup/fanout";
 import { parseSchedule, type Schedule } from "../config/schedule";
 import { InputError, NotFoundError, type Problem } from "../core/errors";
-import { addDisk, checkDiskId, RETENTION_KEYS, setDisk, type DiskInput, type RetentionInput } from "../disks/register";
+import {
+  addDisk,
+  checkDiskId,
+  RETENTION_KEYS,
+  setDisk,
+  type DiskInput,
+  type RetentionInput,
+} from "../disks/register";
 import { timeOfId } from "../lineage/ids";
 import { pointTimeIso, type DiskRecord, type RestorePointRecord, type RunRecord } from "../lineage/types";
 import { requestBackup } from "./backups";
@@ -37,15 +44,34 @@ type FieldSpecs = Record<string, FieldSpec>;
 const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
 
 function describeType(t: FieldType): string {
-  return t === "integer" ? "an integer" : t === "string" ? "a non-empty string" : t === "object" ? "an object" : "a boolean";
+  return t === "integer"
+    ? "an integer"
+    : t === "string"
+      ? "a non-empty string"
+      : t === "object"
+        ? "an object"
+        : "a boolean";
 }
 
-function checkFields(record: Record<string, unknown>, fields: FieldSpecs, prefix: string, problems: Problem[]): void {
+function checkFields(
+  record: Record<string, unknown>,
+  fields: FieldSpecs,
+  prefix: string,
+  problems: Problem[],
+): void {
   const names = Object.keys(fields);
   for (const name of Object.keys(record)) {
     const path = `${prefix}${name}`;
-    if (FORBIDDEN_KEYS.has(name)) problems.push({ field: path, message: "is not allowed (a key that would change an object's prototype)" });
-    else if (!Object.hasOwn(fields, name)) problems.push({ field: path, message: `is not a field here; the fields are ${names.map((n) => `${prefix}${n}`).join(", ")}` });
+    if (FORBIDDEN_KEYS.has(name))
+      problems.push({
+        field: path,
+        message: "is not allowed (a key that would change an object's prototype)",
+      });
+    else if (!Object.hasOwn(fields, name))
+      problems.push({
+        field: path,
+        message: `is not a field here; the fields are ${names.map((n) => `${prefix}${n}`).join(", ")}`,
+      });
   }
   for (const [name, spec] of Object.entries(fields)) {
     const path = `${prefix}${name}`;
@@ -61,10 +87,14 @@ function checkFields(record: Record<string, unknown>, fields: FieldSpecs, prefix
           ? typeof value === "object" && !Array.isArray(value)
           : typeof value === spec.type && value !== "";
     if (!ok) {
-      problems.push({ field: path, message: `must be ${describeType(spec.type)}, got ${JSON.stringify(value)}` });
+      problems.push({
+        field: path,
+        message: `must be ${describeType(spec.type)}, got ${JSON.stringify(value)}`,
+      });
       continue;
     }
-    if (spec.type === "object" && spec.fields) checkFields(value as Record<string, unknown>, spec.fields, `${path}.`, problems);
+    if (spec.type === "object" && spec.fields)
+      checkFields(value as Record<string, unknown>, spec.fields, `${path}.`, problems);
   }
 }
 
@@ -75,7 +105,9 @@ function checkFields(record: Record<string, unknown>, fields: FieldSpecs, prefix
  */
 export function checkBody<T>(body: unknown, fields: FieldSpecs): T {
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
-    throw new InputError([`the request body must be a JSON object with the fields ${Object.keys(fields).join(", ")}`]);
+    throw new InputError([
+      `the request body must be a JSON object with the fields ${Object.keys(fields).join(", ")}`,
+    ]);
   }
   const problems: Problem[] = [];
   checkFields(body as Record<string, unknown>, fields, "", problems);
@@ -97,7 +129,11 @@ export function checkRunId(runId: string | undefined): string {
   } catch {
     valid = false;
   }
-  if (!valid) throw InputError.field("runId", `"${runId ?? ""}" is not a run id: run ids look like r-20261125T114100123Z-3fa9c1`);
+  if (!valid)
+    throw InputError.field(
+      "runId",
+      `"${runId ?? ""}" is not a run id: run ids look like r-20261125T114100123Z-3fa9c1`,
+    );
   return runId!;
 }
 
@@ -231,7 +267,8 @@ export async function getRun(app: App, id: string, runId: string) {
   checkRunId(runId);
   await diskOr404(app, id);
   const run = await app.lineage.getRun(id, runId);
-  if (!run) throw new NotFoundError(`run ${runId} of disk ${id} does not exist; see GET ${diskLocation(id)}/runs`);
+  if (!run)
+    throw new NotFoundError(`run ${runId} of disk ${id} does not exist; see GET ${diskLocation(id)}/runs`);
   return { ...runJson(run), progress: await runProgress(app, run), location: runLocation(id, run.id) };
 }
 

@@ -13,9 +13,19 @@ import type { App } from "./context";
  * Claims a run for `diskId` and queues its start. Throws BusyError (naming the holder) when the
  * disk has a live run.
  */
-export async function requestBackup(app: App, diskId: string, trigger: RunTrigger, options: { force?: boolean } = {}): Promise<RunRecord> {
+export async function requestBackup(
+  app: App,
+  diskId: string,
+  trigger: RunTrigger,
+  options: { force?: boolean } = {},
+): Promise<RunRecord> {
   const run = await claimQueuedRun(app, diskId, trigger);
-  const message: BackupRequestMessage = { diskId, runId: run.id, trigger, ...(options.force ? { force: true } : {}) };
+  const message: BackupRequestMessage = {
+    diskId,
+    runId: run.id,
+    trigger,
+    ...(options.force ? { force: true } : {}),
+  };
   await app.queues.send(QUEUES.backupRequests, message);
   app.log.info(`queued run ${run.id} of disk ${diskId} (${trigger})`);
   return run;
@@ -23,22 +33,34 @@ export async function requestBackup(app: App, diskId: string, trigger: RunTrigge
 
 /** The backup-requests trigger: start (or continue planning) a claimed run. */
 export async function handleBackupRequest(app: App, msg: BackupRequestMessage): Promise<void> {
-  const outcome = await planQueuedRun(app, msg.diskId, msg.runId, msg.trigger, async (batch) => {
-    const message: ChunkMessage = {
-      diskId: msg.diskId,
-      runId: msg.runId,
-      batch: batch.batch,
-      generation: batch.generation,
-      chunks: batch.chunks.map((c) => ({ index: c.index, ranges: c.ranges.map((r) => [r.start, r.end]) })),
-    };
-    await app.queues.send(QUEUES.chunks, message);
-  }, msg.force);
+  const outcome = await planQueuedRun(
+    app,
+    msg.diskId,
+    msg.runId,
+    msg.trigger,
+    async (batch) => {
+      const message: ChunkMessage = {
+        diskId: msg.diskId,
+        runId: msg.runId,
+        batch: batch.batch,
+        generation: batch.generation,
+        chunks: batch.chunks.map((c) => ({ index: c.index, ranges: c.ranges.map((r) => [r.start, r.end]) })),
+      };
+      await app.queues.send(QUEUES.chunks, message);
+    },
+    msg.force,
+  );
   switch (outcome.state) {
     case "gone":
-      app.log.info(`run ${msg.runId} of disk ${msg.diskId} is finished or held by another invocation; nothing to do`);
+      app.log.info(
+        `run ${msg.runId} of disk ${msg.diskId} is finished or held by another invocation; nothing to do`,
+      );
       return;
     case "continue":
-      await app.queues.send(QUEUES.backupRequests, { ...msg, continuePlan: true } satisfies BackupRequestMessage);
+      await app.queues.send(QUEUES.backupRequests, {
+        ...msg,
+        continuePlan: true,
+      } satisfies BackupRequestMessage);
       return;
     case "fanned-out":
       app.log.info(`run ${msg.runId}: ${outcome.batches} batches queued for the workers`);
@@ -55,7 +77,10 @@ export async function handleChunkMessage(app: App, msg: ChunkMessage): Promise<v
     runId: msg.runId,
     batch: msg.batch,
     generation: msg.generation,
-    chunks: msg.chunks.map((c) => ({ index: c.index, ranges: c.ranges.map(([start, end]) => ({ start, end })) })),
+    chunks: msg.chunks.map((c) => ({
+      index: c.index,
+      ranges: c.ranges.map(([start, end]) => ({ start, end })),
+    })),
   });
 }
 

@@ -34,15 +34,24 @@ export interface RestoreRequested {
   point: RestorePointRecord;
 }
 
-export async function requestRestore(app: App, diskId: string, input: RestoreRequestInput): Promise<RestoreRequested> {
+export async function requestRestore(
+  app: App,
+  diskId: string,
+  input: RestoreRequestInput,
+): Promise<RestoreRequested> {
   await requireDisk(app, diskId);
   const point = await selectPoint(app.lineage, diskId, input.point ?? "latest");
   checkNotDamaged(point, input.allowDamaged);
   const name = input.name ?? defaultRestoreName(diskId, point);
   const nameProblem = checkDiskId(name);
-  if (nameProblem) throw InputError.field("name", input.name !== undefined ? nameProblem : `${nameProblem}; choose a shorter one with {{name}}`);
+  if (nameProblem)
+    throw InputError.field(
+      "name",
+      input.name !== undefined ? nameProblem : `${nameProblem}; choose a shorter one with {{name}}`,
+    );
   // The worker checks again (a disk may be registered meanwhile); this answers the common case now.
-  if (await app.lineage.getDisk(name)) throw new ConflictError(`disk ${name} is already registered; choose another name`);
+  if (await app.lineage.getDisk(name))
+    throw new ConflictError(`disk ${name} is already registered; choose another name`);
   const requestId = newId(app.now(), "rs");
   const message: RestoreRequestMessage = {
     diskId,
@@ -88,7 +97,11 @@ export async function handleRestoreRequest(app: App, msg: RestoreRequestMessage)
     return { status: "restored", result };
   } catch (err) {
     // The same input (or the same damaged point) fails the same way on every delivery: say why once.
-    if (err instanceof InputError || err instanceof IntegrityError || (err as Error).name === "NotFoundError") {
+    if (
+      err instanceof InputError ||
+      err instanceof IntegrityError ||
+      (err as Error).name === "NotFoundError"
+    ) {
       const reason = (err as Error).message;
       app.log.error(`${label} failed: ${reason}`);
       return { status: "refused", reason };

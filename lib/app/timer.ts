@@ -211,7 +211,9 @@ export async function onTimer(app: App, timer: Timer, log: Logger): Promise<Time
       summary.queued.push({ diskId: disk.id, runId: run.id });
     } catch (err) {
       if (err instanceof BusyError) {
-        log.warn(`skipped disk ${disk.id}: run ${err.activeRunId} still active (held by ${err.holder} until ${err.until})`);
+        log.warn(
+          `skipped disk ${disk.id}: run ${err.activeRunId} still active (held by ${err.holder} until ${err.until})`,
+        );
         summary.skipped.push({ diskId: disk.id, activeRunId: err.activeRunId });
         return;
       }

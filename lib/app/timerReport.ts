@@ -43,4 +43,3 @@ export interface TimerTickReport {
   summary: TimerSummary;
   statuses: DiskStatus[];
 }
-

@@ -6,7 +6,12 @@
  * so no bearer token ever leaves for a host someone else chose. When no way of signing in works,
  * the error says which ways were tried and how to use each, as `az` does.
  */
-import { DefaultAzureCredential, type AccessToken, type GetTokenOptions, type TokenCredential } from "@azure/identity";
+import {
+  DefaultAzureCredential,
+  type AccessToken,
+  type GetTokenOptions,
+  type TokenCredential,
+} from "@azure/identity";
 import { StorageSharedKeyCredential } from "@azure/storage-blob";
 import { InputError } from "../core/errors";
 import type { Config } from "../config/settings";
@@ -40,7 +45,11 @@ class ExplainingCredential implements TokenCredential {
       return token;
     } catch (err) {
       const name = (err as Error)?.name ?? "";
-      if (/CredentialUnavailable|AggregateAuthentication|ChainedTokenCredential/i.test(`${name} ${(err as Error)?.message}`)) {
+      if (
+        /CredentialUnavailable|AggregateAuthentication|ChainedTokenCredential/i.test(
+          `${name} ${(err as Error)?.message}`,
+        )
+      ) {
         throw new SignInError(err);
       }
       throw err;

@@ -15,14 +15,21 @@ import type { DiskRecord, RunRecord } from "../lineage/types";
 import type { WindowSet } from "../ranges";
 import { applyRetention } from "../retention/apply";
 
-export async function afterSeal(deps: Deps, disk: DiskRecord, run: RunRecord, touched?: WindowSet): Promise<void> {
+export async function afterSeal(
+  deps: Deps,
+  disk: DiskRecord,
+  run: RunRecord,
+  touched?: WindowSet,
+): Promise<void> {
   if (run.restorePoint) {
     try {
       const point = await deps.lineage.getPoint(disk.id, run.restorePoint);
       // A resumed run may pass here twice; digests already recorded stand.
       if (point && !point.digestsUrl) {
         const digests = await recordSealDigests(deps, disk, point, touched);
-        deps.log.info(`restore point ${point.id}: digests recorded in ${digests.url} (${digests.mode}, ${plural(digests.windowsRead, "window")} read)`);
+        deps.log.info(
+          `restore point ${point.id}: digests recorded in ${digests.url} (${digests.mode}, ${plural(digests.windowsRead, "window")} read)`,
+        );
       }
     } catch (err) {
       // Retention must still run: a disk whose digests fail should not also grow without bound.

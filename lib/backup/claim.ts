@@ -9,7 +9,13 @@
 import os from "node:os";
 import { BusyError, ConflictError, NotFoundError } from "../core/errors";
 import { newId } from "../lineage/ids";
-import { TERMINAL_STATES, type DiskRecord, type Lineage, type RunRecord, type RunTrigger } from "../lineage/types";
+import {
+  TERMINAL_STATES,
+  type DiskRecord,
+  type Lineage,
+  type RunRecord,
+  type RunTrigger,
+} from "../lineage/types";
 
 /** What kind of process holds a run, for the busy message: set once by each entry point. */
 export type OwnerRole = "cli" | "host" | "worker" | "function";
@@ -31,7 +37,11 @@ function parseOwner(owner: string): { role?: string; host: string; pid: number }
   const at = owner.indexOf("@");
   const rest = at >= 0 ? owner.slice(at + 1) : owner;
   const colon = rest.lastIndexOf(":");
-  return { role: at >= 0 ? owner.slice(0, at) : undefined, host: rest.slice(0, colon), pid: Number(rest.slice(colon + 1)) };
+  return {
+    role: at >= 0 ? owner.slice(0, at) : undefined,
+    host: rest.slice(0, colon),
+    pid: Number(rest.slice(colon + 1)),
+  };
 }
 
 const ROLE_WORDS: Record<string, string> = {
@@ -162,7 +172,12 @@ export async function claimRun(ctx: ClaimContext, diskId: string, trigger: RunTr
           active.state === "succeeded" && disk.baseSnapshot !== active.sourceSnapshot
             ? advancedDisk(disk, active)
             : active.state === "unchanged"
-              ? { ...disk, activeRunId: undefined, lastRunId: active.id, lastSuccessAt: active.finishedAt ?? disk.lastSuccessAt }
+              ? {
+                  ...disk,
+                  activeRunId: undefined,
+                  lastRunId: active.id,
+                  lastSuccessAt: active.finishedAt ?? disk.lastSuccessAt,
+                }
               : { ...disk, activeRunId: undefined, lastRunId: active.id };
         await ctx.lineage.updateDisk(released);
         continue;

@@ -25,7 +25,11 @@ import { guardedRunUpdate } from "./tracker";
  * Claims a run for `diskId` to be started by a queue worker. Throws BusyError (naming the holder)
  * when the disk has a live run. The run's lease covers the time a message may wait in the queue.
  */
-export async function claimQueuedRun(deps: BackupDeps, diskId: string, trigger: RunTrigger): Promise<RunRecord> {
+export async function claimQueuedRun(
+  deps: BackupDeps,
+  diskId: string,
+  trigger: RunTrigger,
+): Promise<RunRecord> {
   const { run } = await claimRun(
     {
       lineage: deps.lineage,
@@ -42,7 +46,11 @@ export async function claimQueuedRun(deps: BackupDeps, diskId: string, trigger: 
   return run;
 }
 
-export type PlanOutcome = { state: "gone" } | { state: "continue" } | { state: "fanned-out"; batches: number } | { state: "ended"; run: RunRecord };
+export type PlanOutcome =
+  | { state: "gone" }
+  | { state: "continue" }
+  | { state: "fanned-out"; batches: number }
+  | { state: "ended"; run: RunRecord };
 
 /** Starts, or continues planning, a queued run; `send` sends one batch to the chunk queue. */
 export async function planQueuedRun(
@@ -91,25 +99,42 @@ export interface BatchMessage {
 
 /** Copies one batch (idempotent), counts it once, and seals the run if it was the last. */
 export async function copyBatch(deps: BackupDeps, msg: BatchMessage): Promise<"copied" | "stale" | "failed"> {
-  const [disk, run] = await Promise.all([deps.lineage.getDisk(msg.diskId), deps.lineage.getRun(msg.diskId, msg.runId)]);
+  const [disk, run] = await Promise.all([
+    deps.lineage.getDisk(msg.diskId),
+    deps.lineage.getRun(msg.diskId, msg.runId),
+  ]);
   if (!disk || !run || run.state !== "copying" || !run.sourceSnapshot) {
-    deps.log.info(`batch ${msg.batch} of run ${msg.runId}: the run is ${run?.state ?? "gone"}; nothing to copy`);
+    deps.log.info(
+      `batch ${msg.batch} of run ${msg.runId}: the run is ${run?.state ?? "gone"}; nothing to copy`,
+    );
     return "stale";
   }
   const source = deps.sources.of(disk);
   const opened = await source.open(run.sourceSnapshot);
   let bytes = 0;
   try {
-    const copier = new ChunkCopier(deps.storage, opened.address, { kind: "blob", location: backupLocation(disk) }, deps.config.copyMode, run.fence);
+    const copier = new ChunkCopier(
+      deps.storage,
+      opened.address,
+      { kind: "blob", location: backupLocation(disk) },
+      deps.config.copyMode,
+      run.fence,
+    );
     await forEachBounded(msg.chunks, deps.config.copyConcurrency, async (c) => {
-      const copied = await copier.copyChunk({ index: c.index, ranges: c.ranges, bytes: totalBytes(c.ranges) });
+      const copied = await copier.copyChunk({
+        index: c.index,
+        ranges: c.ranges,
+        bytes: totalBytes(c.ranges),
+      });
       bytes += copied;
     });
   } catch (err) {
     if (isRetryable(err)) throw err; // the host redelivers the message
     // A fenced batch is a straggler: a newer run owns the backup blob, so it wrote nothing, and its
     // run, if still open, cannot be completed by it.
-    const why = isFenced(err) ? "the backup blob was taken over by a newer run (its sequence number is no longer this run's fence)" : messageOf(err);
+    const why = isFenced(err)
+      ? "the backup blob was taken over by a newer run (its sequence number is no longer this run's fence)"
+      : messageOf(err);
     await failRun(deps, msg.diskId, msg.runId, `batch ${msg.batch}: ${why}`);
     return "failed";
   } finally {
@@ -121,10 +146,19 @@ export async function copyBatch(deps: BackupDeps, msg: BatchMessage): Promise<"c
   if (!fresh || fresh.state !== "copying") return "stale";
   const counts = msg.generation === fresh.planGeneration || msg.batch < (fresh.generationStart ?? 0);
   if (!counts) {
-    deps.log.info(`batch ${msg.batch} of run ${msg.runId} belongs to an earlier planner; copied, not counted`);
+    deps.log.info(
+      `batch ${msg.batch} of run ${msg.runId} belongs to an earlier planner; copied, not counted`,
+    );
     return "stale";
   }
-  if (await deps.lineage.countBatch(msg.diskId, msg.runId, { generation: msg.generation, batch: msg.batch }, { bytesCopied: bytes, chunksDone: msg.chunks.length })) {
+  if (
+    await deps.lineage.countBatch(
+      msg.diskId,
+      msg.runId,
+      { generation: msg.generation, batch: msg.batch },
+      { bytesCopied: bytes, chunksDone: msg.chunks.length },
+    )
+  ) {
     await extendLease(deps, fresh);
   }
   await sealIfComplete(deps, msg.diskId, msg.runId);
@@ -144,7 +178,11 @@ async function extendLease(deps: BackupDeps, run: RunRecord): Promise<void> {
  * Seals a fanned-out run once its plan is complete and every counted batch is done. The move from
  * copying to sealing is one ETag-guarded write, so exactly one invocation wins it and seals.
  */
-export async function sealIfComplete(deps: BackupDeps, diskId: string, runId: string): Promise<RunRecord | undefined> {
+export async function sealIfComplete(
+  deps: BackupDeps,
+  diskId: string,
+  runId: string,
+): Promise<RunRecord | undefined> {
   const run = await deps.lineage.getRun(diskId, runId);
   if (!run || run.state !== "copying" || run.planComplete !== "yes") return undefined;
   const progress = await deps.lineage.batchProgress(diskId, runId);
@@ -175,12 +213,22 @@ export async function sealIfComplete(deps: BackupDeps, diskId: string, runId: st
  * Fails run `runId` with `reason` (unless it already ended): the run row says why, then the disk
  * is released and what the run made deleted.
  */
-export async function failRun(deps: BackupDeps, diskId: string, runId: string, reason: string): Promise<void> {
+export async function failRun(
+  deps: BackupDeps,
+  diskId: string,
+  runId: string,
+  reason: string,
+): Promise<void> {
   let before: RunRecord | undefined;
   const failed = await guardedRunUpdate(deps.lineage, diskId, runId, (current) => {
     if (TERMINAL_STATES.includes(current.state)) return undefined;
     before = current;
-    return { state: "failed", error: reason, finishedAt: deps.now().toISOString(), updatedAt: deps.now().toISOString() };
+    return {
+      state: "failed",
+      error: reason,
+      finishedAt: deps.now().toISOString(),
+      updatedAt: deps.now().toISOString(),
+    };
   });
   if (!failed || !before) return;
   deps.log.error(`run ${runId} of disk ${diskId} failed: ${reason}`);
@@ -192,7 +240,10 @@ export async function failRun(deps: BackupDeps, diskId: string, runId: string, r
 
 /** A run's progress as it truly is: a fanned-out run's batches count in the lineage until it seals. */
 export async function runProgress(deps: BackupDeps, run: RunRecord) {
-  const counted = run.mode === "fanout" && run.state === "copying" ? await deps.lineage.batchProgress(run.diskId, run.id) : undefined;
+  const counted =
+    run.mode === "fanout" && run.state === "copying"
+      ? await deps.lineage.batchProgress(run.diskId, run.id)
+      : undefined;
   return {
     chunksDone: run.chunksDone + (counted?.chunksDone ?? 0),
     chunksTotal: run.chunksTotal,

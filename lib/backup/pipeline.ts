@@ -161,22 +161,27 @@ export class CopyStage {
 
   /** Applies (or fans out) every change in `listings`; "paused" when the fan-out deadline stopped planning. */
   async run(listings: AsyncIterable<Listing>): Promise<StageEnd> {
-    let paused = false;
-    const self = this;
-    const items = (async function* (): AsyncGenerator<Item> {
-      for await (const piece of listings) {
-        if (self.o.fanout && Date.now() >= self.o.fanout.deadline && piece.start > self.o.start) {
-          paused = true;
-          return;
-        }
-        yield* self.plan(piece);
-      }
-      const last = self.flushBatch();
-      if (last) yield last;
-    })();
-    await forEachBounded(items, Math.max(1, this.o.deps.config.copyConcurrency), (item) => this.work(item));
+    const state = { paused: false };
+    await forEachBounded(
+      this.items(listings, state),
+      Math.max(1, this.o.deps.config.copyConcurrency),
+      (item) => this.work(item),
+    );
     await this.checkpoint(true);
-    return paused ? "paused" : "done";
+    return state.paused ? "paused" : "done";
+  }
+
+  /** The work items of the listings, in disk order; stops (paused) at the fan-out deadline. */
+  private async *items(listings: AsyncIterable<Listing>, state: { paused: boolean }): AsyncGenerator<Item> {
+    for await (const piece of listings) {
+      if (this.o.fanout && Date.now() >= this.o.fanout.deadline && piece.start > this.o.start) {
+        state.paused = true;
+        return;
+      }
+      yield* this.plan(piece);
+    }
+    const last = this.flushBatch();
+    if (last) yield last;
   }
 
   /** The items of one piece, registered in start order, then the piece's end as a marker. */
@@ -185,11 +190,19 @@ export class CopyStage {
     const compares = chunksOf(piece.both);
     const clears = piece.clears[Symbol.iterator]();
     const pending: Array<{ start: number; make: () => Item | undefined }> = [];
-    for (const chunk of writes) pending.push({ start: chunk.ranges[0].start, make: () => this.planWrite(chunk) });
-    for (const chunk of compares) pending.push({ start: chunk.ranges[0].start, make: () => ({ kind: "compare", chunk, handle: this.prefix.add(chunk.ranges[0].start) }) });
+    for (const chunk of writes)
+      pending.push({ start: chunk.ranges[0].start, make: () => this.planWrite(chunk) });
+    for (const chunk of compares)
+      pending.push({
+        start: chunk.ranges[0].start,
+        make: () => ({ kind: "compare", chunk, handle: this.prefix.add(chunk.ranges[0].start) }),
+      });
     for (let r = clears.next(); !r.done; r = clears.next()) {
       const range = r.value;
-      pending.push({ start: range.start, make: () => ({ kind: "clear", range, handle: this.prefix.add(range.start) }) });
+      pending.push({
+        start: range.start,
+        make: () => ({ kind: "clear", range, handle: this.prefix.add(range.start) }),
+      });
     }
     pending.sort((a, b) => a.start - b.start);
     for (const p of pending) {
@@ -198,7 +211,10 @@ export class CopyStage {
       const full = this.fullBatch();
       if (full) yield full;
     }
-    this.prefix.advance(piece.end, { rangesWritten: piece.writes.length, rangesCleared: piece.clears.length });
+    this.prefix.advance(piece.end, {
+      rangesWritten: piece.writes.length,
+      rangesCleared: piece.clears.length,
+    });
     this.maybeCheckpoint();
   }
 
@@ -228,7 +244,9 @@ export class CopyStage {
   }
 
   private flushBatch(): Item | undefined {
-    return this.o.fanout && this.batch.parts.length > 0 ? this.takeBatch(this.o.fanout.batchChunks) : undefined;
+    return this.o.fanout && this.batch.parts.length > 0
+      ? this.takeBatch(this.o.fanout.batchChunks)
+      : undefined;
   }
 
   /** The first `n` chunks (and at most MAX_RANGES_PER_BATCH ranges) of the accumulator as one batch. */
@@ -243,7 +261,11 @@ export class CopyStage {
       ranges += next.chunk.ranges.length;
     }
     this.batch.ranges -= ranges;
-    const batch: PlannedBatch = { batch: f.nextBatch++, generation: f.generation, chunks: taken.map((t) => t.chunk) };
+    const batch: PlannedBatch = {
+      batch: f.nextBatch++,
+      generation: f.generation,
+      chunks: taken.map((t) => t.chunk),
+    };
     return { kind: "send", batch, owners: taken.map((t) => t.owner) };
   }
 
@@ -277,7 +299,13 @@ export class CopyStage {
         }
         if (bytes > 0) o.touched?.add(item.chunk.index);
         const wrote = bytes > 0 ? 1 : 0;
-        this.done(item.handle, { bytesCopied: bytes, bytesPlanned: bytes, rangesWritten: ranges, chunksTotal: wrote, chunksDone: wrote });
+        this.done(item.handle, {
+          bytesCopied: bytes,
+          bytesPlanned: bytes,
+          rangesWritten: ranges,
+          chunksTotal: wrote,
+          chunksDone: wrote,
+        });
         break;
       }
       case "send": {
@@ -291,7 +319,10 @@ export class CopyStage {
         // A failed send fails the stage; the next ones are not attempted (the chain stays broken).
         this.sending = send;
         await send;
-        this.sent.push({ number: item.batch.batch, lastStart: item.batch.chunks[item.batch.chunks.length - 1].ranges[0].start });
+        this.sent.push({
+          number: item.batch.batch,
+          lastStart: item.batch.chunks[item.batch.chunks.length - 1].ranges[0].start,
+        });
         for (const owner of item.owners) {
           if (++owner.sent === owner.parts) this.done(owner.handle, {});
         }
@@ -329,7 +360,9 @@ export class CopyStage {
     if (!final && offset <= this.lastCheckpointOffset) return;
     // The prefix and its counters are taken together, before any await: a consistent pair.
     const counters = { ...this.prefix.committed };
-    const batchesTotal = this.o.fanout ? this.batchesBefore + this.sent.filter((b) => b.lastStart < offset).length : undefined;
+    const batchesTotal = this.o.fanout
+      ? this.batchesBefore + this.sent.filter((b) => b.lastStart < offset).length
+      : undefined;
     this.writing = this.o.checkpoint({ offset, counters, batchesTotal });
     try {
       await this.writing;

@@ -23,7 +23,13 @@ import type { Deps } from "../deps";
 import { ChunkCopier } from "../copy/copier";
 import { listChanges, type Listing, type ListSpec } from "../diff/lister";
 import { backupLocation } from "../lineage/locations";
-import { TERMINAL_STATES, type Detection, type DiskRecord, type RunRecord, type RunTrigger } from "../lineage/types";
+import {
+  TERMINAL_STATES,
+  type Detection,
+  type DiskRecord,
+  type RunRecord,
+  type RunTrigger,
+} from "../lineage/types";
 import { WindowSet } from "../ranges";
 import type { OpenedSnapshot, Source } from "../sources/port";
 import { describeStorageError, isDiffRefusal } from "../storage/errors";
@@ -98,9 +104,19 @@ export function answersDiffsWrongly(serverHeader: string | undefined): boolean {
 }
 
 /** Runs one backup of `diskId` and returns its final run record. Throws BusyError when a live run holds the disk. */
-export async function backupDisk(deps: BackupDeps, diskId: string, options: BackupOptions): Promise<RunRecord> {
+export async function backupDisk(
+  deps: BackupDeps,
+  diskId: string,
+  options: BackupOptions,
+): Promise<RunRecord> {
   const claim = await claimRun(
-    { lineage: deps.lineage, leaseSeconds: deps.config.leaseSeconds, owner: ownerId(), now: deps.now, log: (m) => deps.log.info(m) },
+    {
+      lineage: deps.lineage,
+      leaseSeconds: deps.config.leaseSeconds,
+      owner: ownerId(),
+      now: deps.now,
+      log: (m) => deps.log.info(m),
+    },
     diskId,
     options.trigger,
   );
@@ -127,7 +143,12 @@ export async function continueRun(
   if (run.owner !== options.takeOverFrom && leaseHolds(run, deps.now())) return undefined;
   let mine: RunRecord;
   try {
-    mine = await deps.lineage.updateRun({ ...run, owner: ownerId(), leaseUntil: leaseFrom(deps.now(), deps.config.leaseSeconds), updatedAt: deps.now().toISOString() });
+    mine = await deps.lineage.updateRun({
+      ...run,
+      owner: ownerId(),
+      leaseUntil: leaseFrom(deps.now(), deps.config.leaseSeconds),
+      updatedAt: deps.now().toISOString(),
+    });
   } catch (err) {
     if ((err as Error).name === "ConflictError") return undefined; // another invocation took it first
     throw err;
@@ -140,7 +161,13 @@ export function resumeOwnedRun(deps: BackupDeps, disk: DiskRecord, run: RunRecor
   return runExecution(deps, disk, run, { trigger: run.trigger }, "permanent");
 }
 
-async function runExecution(deps: BackupDeps, disk: DiskRecord, run: RunRecord, options: BackupOptions, failOn: "any" | "permanent"): Promise<RunRecord> {
+async function runExecution(
+  deps: BackupDeps,
+  disk: DiskRecord,
+  run: RunRecord,
+  options: BackupOptions,
+  failOn: "any" | "permanent",
+): Promise<RunRecord> {
   const tracker = new RunTracker(deps.lineage, run, deps.config.leaseSeconds, deps.now);
   const execution = new Execution(deps, disk, tracker, options);
   tracker.startHeartbeat();
@@ -207,7 +234,9 @@ class Execution {
       this.disk = await advanceBase(this.deps, this.disk, this.run, this.source);
       const hooks = this.deps.hooks;
       const touched = this.touched;
-      await callHook(this.deps, "afterSeal", () => hooks?.afterSeal?.(this.deps, this.disk, this.run, touched));
+      await callHook(this.deps, "afterSeal", () =>
+        hooks?.afterSeal?.(this.deps, this.disk, this.run, touched),
+      );
       await callHook(this.deps, "runEnded", () => hooks?.runEnded?.(this.run, this.disk));
     } else if (this.run.state === "unchanged") {
       await callHook(this.deps, "runEnded", () => this.deps.hooks?.runEnded?.(this.run, this.disk));
@@ -219,12 +248,17 @@ class Execution {
   private async takeSnapshot(): Promise<void> {
     this.phase("taking a snapshot of the disk");
     const fail = (err: unknown) => {
-      throw new Error(describeStorageError(err, `disk ${this.disk.id} (${this.source.label})`, this.source.role), { cause: err });
+      throw new Error(
+        describeStorageError(err, `disk ${this.disk.id} (${this.source.label})`, this.source.role),
+        { cause: err },
+      );
     };
     await this.sweepLeakedSnapshots().catch(fail);
     const snapshot = await this.source.snapshotFor(this.disk.id, this.run.id).catch(fail);
     await this.tracker.update({ sourceSnapshot: snapshot.id, sourceSize: snapshot.size, state: "copying" });
-    this.deps.log.info(`run ${this.run.id}: snapshot ${snapshot.id} of disk ${this.disk.id} (${snapshot.size} bytes)`);
+    this.deps.log.info(
+      `run ${this.run.id}: snapshot ${snapshot.id} of disk ${this.disk.id} (${snapshot.size} bytes)`,
+    );
   }
 
   /** Deletes this disk's tagged source snapshots that are neither the base nor this run's, nor a live run's. */
@@ -257,7 +291,10 @@ class Execution {
       }
       return true;
     } catch (err) {
-      throw new Error(describeStorageError(err, `backup blob ${this.backup.url}`, "Storage Blob Data Contributor"), { cause: err });
+      throw new Error(
+        describeStorageError(err, `backup blob ${this.backup.url}`, "Storage Blob Data Contributor"),
+        { cause: err },
+      );
     }
   }
 
@@ -282,9 +319,12 @@ class Execution {
     if (!this.disk.baseSnapshot) {
       // A first copy onto an empty blob needs only the source's valid ranges; onto a blob that
       // already holds data (an earlier failed first run) a compare writes only what is missing.
-      return backupExisted ? { detection: "compare", reason: "the backup blob already holds data from an unfinished first run" } : { detection: "valid-ranges" };
+      return backupExisted
+        ? { detection: "compare", reason: "the backup blob already holds data from an unfinished first run" }
+        : { detection: "valid-ranges" };
     }
-    if (this.deps.config.diffMode === "compare") return { detection: "compare", reason: "DISKDELTA_DIFF_MODE=compare" };
+    if (this.deps.config.diffMode === "compare")
+      return { detection: "compare", reason: "DISKDELTA_DIFF_MODE=compare" };
     return { detection: "service-diff" };
   }
 
@@ -296,9 +336,13 @@ class Execution {
     const backupExisted = await this.prepareBackupBlob(size);
     const chosen = this.chooseDetection(backupExisted);
     let detection = chosen.detection;
-    if (detection !== this.run.detection) await this.tracker.update({ detection, reason: chosen.reason ?? this.run.reason });
+    if (detection !== this.run.detection)
+      await this.tracker.update({ detection, reason: chosen.reason ?? this.run.reason });
     const opened = await this.source.open(snapshot);
-    const base = detection === "service-diff" && this.run.baseSnapshot ? await this.source.open(this.run.baseSnapshot) : undefined;
+    const base =
+      detection === "service-diff" && this.run.baseSnapshot
+        ? await this.source.open(this.run.baseSnapshot)
+        : undefined;
     try {
       const start = this.run.checkpoint ?? 0;
       if (start === 0 && !this.options.fanout) this.touched = new WindowSet(size);
@@ -308,7 +352,16 @@ class Execution {
       let from = start;
       let fenced: Promise<ChunkCopier> | undefined;
       const copier = () =>
-        (fenced ??= this.fence().then((fence) => new ChunkCopier(this.deps.storage, opened.address, { kind: "blob", location: this.backup }, config.copyMode, fence)));
+        (fenced ??= this.fence().then(
+          (fence) =>
+            new ChunkCopier(
+              this.deps.storage,
+              opened.address,
+              { kind: "blob", location: this.backup },
+              config.copyMode,
+              fence,
+            ),
+        ));
       this.phase(`listing and copying (${detection})`);
       for (;;) {
         const stage = new CopyStage({
@@ -320,7 +373,14 @@ class Execution {
           compare: { first: opened.address, second: { kind: "blob", location: this.backup } },
           fanout,
           touched: this.touched,
-          checkpoint: (c) => this.tracker.update({ checkpoint: c.offset, ...c.counters, ...(c.batchesTotal !== undefined ? { batchesTotal: c.batchesTotal } : {}) }).then(() => undefined),
+          checkpoint: (c) =>
+            this.tracker
+              .update({
+                checkpoint: c.offset,
+                ...c.counters,
+                ...(c.batchesTotal !== undefined ? { batchesTotal: c.batchesTotal } : {}),
+              })
+              .then(() => undefined),
           onProgress: (position, live) => this.report("copying", position, live),
         });
         let end;
@@ -334,14 +394,20 @@ class Execution {
           from = stage.prefix.prefix;
           committed = { ...stage.prefix.committed };
           detection = "compare";
-          const reason = untrusted ? `the endpoint (${(err as UntrustedDiff).server}) answers page-range diffs wrongly` : `the service refused the diff: ${errorInfo(err).code}`;
+          const reason = untrusted
+            ? `the endpoint (${(err as UntrustedDiff).server}) answers page-range diffs wrongly`
+            : `the service refused the diff: ${errorInfo(err).code}`;
           this.deps.log.info(`run ${this.run.id}: ${reason}; comparing instead`);
-          await this.tracker.update(untrusted ? { detection, reason } : { detection, kind: "resync", reason });
+          await this.tracker.update(
+            untrusted ? { detection, reason } : { detection, kind: "resync", reason },
+          );
           continue;
         }
         if (end === "paused") {
           await this.tracker.update({ owner: this.options.fanout!.pauseOwner });
-          this.deps.log.info(`run ${this.run.id}: planning paused at byte ${this.run.checkpoint} of ${size}; it continues in a new invocation`);
+          this.deps.log.info(
+            `run ${this.run.id}: planning paused at byte ${this.run.checkpoint} of ${size}; it continues in a new invocation`,
+          );
           return;
         }
         break;
@@ -372,12 +438,29 @@ class Execution {
   private isUnchanged(size: number): boolean {
     const r = this.run;
     if (this.options.force || !this.disk.baseSnapshot || r.kind === "full") return false;
-    if (this.disk.baseFence === undefined || this.backupSequence !== this.disk.baseFence || r.fence !== undefined) return false;
-    return r.rangesWritten === 0 && r.rangesCleared === 0 && r.bytesCopied === 0 && r.bytesCleared === 0 && (this.disk.baseSize ?? size) === size;
+    if (
+      this.disk.baseFence === undefined ||
+      this.backupSequence !== this.disk.baseFence ||
+      r.fence !== undefined
+    )
+      return false;
+    return (
+      r.rangesWritten === 0 &&
+      r.rangesCleared === 0 &&
+      r.bytesCopied === 0 &&
+      r.bytesCleared === 0 &&
+      (this.disk.baseSize ?? size) === size
+    );
   }
 
   /** The listing for a detection, from `from`; a diff's first answer is checked for an endpoint that answers wrongly. */
-  private async *listings(detection: Detection, opened: OpenedSnapshot, base: OpenedSnapshot | undefined, from: number, size: number): AsyncGenerator<Listing> {
+  private async *listings(
+    detection: Detection,
+    opened: OpenedSnapshot,
+    base: OpenedSnapshot | undefined,
+    from: number,
+    size: number,
+  ): AsyncGenerator<Listing> {
     const { config } = this.deps;
     const spec: ListSpec =
       detection === "valid-ranges"
@@ -386,7 +469,10 @@ class Execution {
           ? { kind: "compare", first: opened.address, second: { kind: "blob", location: this.backup } }
           : { kind: "diff", address: opened.address, base: base!.base };
     let checked = detection !== "service-diff" || config.diffMode !== "auto";
-    for await (const piece of listChanges(this.deps.storage, spec, from, size, { baseSpan: config.segmentBytes, lookahead: config.listLookahead })) {
+    for await (const piece of listChanges(this.deps.storage, spec, from, size, {
+      baseSpan: config.segmentBytes,
+      lookahead: config.listLookahead,
+    })) {
       if (!checked) {
         // The answer came from an endpoint that ignores the base (Azurite#812): no cleared ranges, every valid page listed. Never trust it.
         if (answersDiffsWrongly(piece.server)) throw new UntrustedDiff(piece.server!);
@@ -410,7 +496,9 @@ class Execution {
       batchChunks: f.batchChunks,
       active: this.run.mode === "fanout",
       activate: async () => {
-        this.deps.log.info(`run ${this.run.id}: more than ${f.thresholdBytes} bytes to copy: fanning out to queue workers`);
+        this.deps.log.info(
+          `run ${this.run.id}: more than ${f.thresholdBytes} bytes to copy: fanning out to queue workers`,
+        );
         await fenced();
         await this.tracker.update({ mode: "fanout" });
       },
@@ -439,10 +527,16 @@ class Execution {
     this.deps.log.error(`run ${this.run.id} of disk ${this.disk.id} failed: ${message}`);
     const before = this.run;
     try {
-      await this.tracker.update({ state: "failed", error: message, finishedAt: this.deps.now().toISOString() });
+      await this.tracker.update({
+        state: "failed",
+        error: message,
+        finishedAt: this.deps.now().toISOString(),
+      });
       await cleanUpFailedRun(this.deps, this.disk, before, this.source);
     } catch (updateError) {
-      this.deps.log.warn(`run ${this.run.id}: cleanup after the failure was incomplete (${messageOf(updateError)}); the next run finishes it`);
+      this.deps.log.warn(
+        `run ${this.run.id}: cleanup after the failure was incomplete (${messageOf(updateError)}); the next run finishes it`,
+      );
     }
     await callHook(this.deps, "runEnded", () => this.deps.hooks?.runEnded?.(this.run, this.disk));
   }

@@ -16,7 +16,12 @@ import { advancedDisk, releaseClaim } from "./claim";
 import type { RunTracker } from "./tracker";
 
 /** Snapshot of the backup blob (adopted after a crash), the point row, the run succeeded. */
-export async function seal(deps: Deps, disk: DiskRecord, tracker: RunTracker, backup: BlobLocation): Promise<void> {
+export async function seal(
+  deps: Deps,
+  disk: DiskRecord,
+  tracker: RunTracker,
+  backup: BlobLocation,
+): Promise<void> {
   const run = () => tracker.current;
   let backupSnapshot = run().backupSnapshot;
   if (!backupSnapshot) {
@@ -47,7 +52,12 @@ export async function seal(deps: Deps, disk: DiskRecord, tracker: RunTracker, ba
 }
 
 /** Points the disk at the new base, releases it, then (only then) deletes the old base. */
-export async function advanceBase(deps: Deps, disk: DiskRecord, run: RunRecord, source: Source): Promise<DiskRecord> {
+export async function advanceBase(
+  deps: Deps,
+  disk: DiskRecord,
+  run: RunRecord,
+  source: Source,
+): Promise<DiskRecord> {
   const previousBase = disk.baseSnapshot;
   let current = disk;
   for (let pass = 0; ; pass++) {
@@ -79,22 +89,42 @@ export async function advanceBase(deps: Deps, disk: DiskRecord, run: RunRecord, 
  * A run that found nothing changed: its own snapshot goes, the base stays (it equals the disk),
  * the run ends `unchanged` and the disk's last success moves to now — it was proved current.
  */
-export async function finishUnchanged(deps: Deps, disk: DiskRecord, tracker: RunTracker, source: Source): Promise<void> {
+export async function finishUnchanged(
+  deps: Deps,
+  disk: DiskRecord,
+  tracker: RunTracker,
+  source: Source,
+): Promise<void> {
   const run = tracker.current;
   const finishedAt = deps.now().toISOString();
-  await tracker.update({ state: "unchanged", finishedAt, reason: run.reason ?? "nothing changed since the base; no restore point was made" });
+  await tracker.update({
+    state: "unchanged",
+    finishedAt,
+    reason: run.reason ?? "nothing changed since the base; no restore point was made",
+  });
   for (let pass = 0; pass < 5; pass++) {
     const row = await deps.lineage.getDisk(disk.id);
     if (!row || row.activeRunId !== run.id) break;
     try {
-      await deps.lineage.updateDisk({ ...row, activeRunId: undefined, lastRunId: run.id, lastSuccessAt: finishedAt });
+      await deps.lineage.updateDisk({
+        ...row,
+        activeRunId: undefined,
+        lastRunId: run.id,
+        lastSuccessAt: finishedAt,
+      });
       break;
     } catch (err) {
       if (!(err instanceof ConflictError)) throw err;
     }
   }
   if (run.sourceSnapshot && run.sourceSnapshot !== disk.baseSnapshot) {
-    await source.deleteSnapshot(run.sourceSnapshot).catch((err: unknown) => deps.log.warn(`could not delete snapshot ${run.sourceSnapshot}: ${messageOf(err)}; the next run sweeps it`));
+    await source
+      .deleteSnapshot(run.sourceSnapshot)
+      .catch((err: unknown) =>
+        deps.log.warn(
+          `could not delete snapshot ${run.sourceSnapshot}: ${messageOf(err)}; the next run sweeps it`,
+        ),
+      );
   }
   deps.log.info(`run ${run.id}: nothing changed; no restore point made`);
 }
@@ -105,13 +135,21 @@ export async function finishUnchanged(deps: Deps, disk: DiskRecord, tracker: Run
  * snapshot its seal took but never recorded. Best effort: what fails here is logged, and the next
  * run finishes it (claimRun releases a finished run's lock; the sweep deletes leaked snapshots).
  */
-export async function cleanUpFailedRun(deps: Deps, disk: DiskRecord, run: RunRecord, source: Source): Promise<void> {
+export async function cleanUpFailedRun(
+  deps: Deps,
+  disk: DiskRecord,
+  run: RunRecord,
+  source: Source,
+): Promise<void> {
   try {
     await releaseClaim(deps.lineage, disk.id, run.id);
-    if (run.sourceSnapshot && run.sourceSnapshot !== disk.baseSnapshot) await source.deleteSnapshot(run.sourceSnapshot);
+    if (run.sourceSnapshot && run.sourceSnapshot !== disk.baseSnapshot)
+      await source.deleteSnapshot(run.sourceSnapshot);
     if (run.state === "sealing") await deleteUnrecordedSealSnapshots(deps, disk, run.id);
   } catch (err) {
-    deps.log.warn(`run ${run.id}: cleanup after the failure was incomplete (${messageOf(err)}); the next run finishes it`);
+    deps.log.warn(
+      `run ${run.id}: cleanup after the failure was incomplete (${messageOf(err)}); the next run finishes it`,
+    );
   }
 }
 

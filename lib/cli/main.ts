@@ -15,7 +15,8 @@ import { cliWords } from "./words";
 
 function positiveInt(option: string) {
   return (value: string) => {
-    if (!/^\d+$/.test(value) || Number(value) <= 0) throw new InputError([`${option} ${value} is not a positive whole number`]);
+    if (!/^\d+$/.test(value) || Number(value) <= 0)
+      throw new InputError([`${option} ${value} is not a positive whole number`]);
     return Number(value);
   };
 }
@@ -25,14 +26,22 @@ function keepOptions(withDefaults: boolean): Option[] {
   return [
     new Option("--keep-last <n>", `keep the newest n restore points${d(14)}`),
     new Option("--keep-daily <n>", `keep the newest point of each of the last n days with points${d(0)}`),
-    new Option("--keep-weekly <n>", `keep the newest point of each of the last n ISO weeks with points${d(4)}`),
-    new Option("--keep-monthly <n>", `keep the newest point of each of the last n months with points${d(12)}`),
+    new Option(
+      "--keep-weekly <n>",
+      `keep the newest point of each of the last n ISO weeks with points${d(4)}`,
+    ),
+    new Option(
+      "--keep-monthly <n>",
+      `keep the newest point of each of the last n months with points${d(12)}`,
+    ),
   ];
 }
 
 export function buildProgram(): Command {
   const program = new Command("diskdelta")
-    .description("Incremental backups of Azure VM disks (managed disks and page blobs): copy only the pages that changed, restore any point.")
+    .description(
+      "Incremental backups of Azure VM disks (managed disks and page blobs): copy only the pages that changed, restore any point.",
+    )
     .version(version(), "-V, --version", "print the version")
     .option("--json", "print machine-readable JSON on stdout (and nothing else there)")
     .option("-v, --verbose", "log each step and phase on stderr")
@@ -47,9 +56,17 @@ export function buildProgram(): Command {
   const disk = program.command("disk").description("register, list and change protected disks");
   const add = disk
     .command("add [id]")
-    .description("register a disk to protect: a page blob (--source <url>), a managed disk (--source <resource id>), or every disk of a VM (--vm)")
-    .option("--source <urlOrId>", "the disk: https://<account>.blob.core.windows.net/<container>/<blob>, or /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/disks/<name>")
-    .option("--vm <resourceId>", "register each disk of this VM (OS and data), with ids derived from the VM and LUN")
+    .description(
+      "register a disk to protect: a page blob (--source <url>), a managed disk (--source <resource id>), or every disk of a VM (--vm)",
+    )
+    .option(
+      "--source <urlOrId>",
+      "the disk: https://<account>.blob.core.windows.net/<container>/<blob>, or /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/disks/<name>",
+    )
+    .option(
+      "--vm <resourceId>",
+      "register each disk of this VM (OS and data), with ids derived from the VM and LUN",
+    )
     .requiredOption("--backup-account <accountUrl>", "blob service URL of the backup account")
     .option("--backup-container <name>", "container in the backup account", "diskdelta")
     .option("--backup-blob <name>", "backup blob name (default: the disk id)")
@@ -65,13 +82,18 @@ export function buildProgram(): Command {
   const set = disk
     .command("set <id>")
     .description("change a disk's retention or interval (each count 0-1000; the newest point is always kept)")
-    .option("--interval-minutes <n>", "back this disk up every n minutes; 'default' for the schedule's interval");
+    .option(
+      "--interval-minutes <n>",
+      "back this disk up every n minutes; 'default' for the schedule's interval",
+    );
   for (const o of keepOptions(false)) set.addOption(o);
   set.action(async (id: string, o) => (await disks()).setCommand(globals(), id, o));
 
   program
     .command("backup <id>")
-    .description("run one backup of a disk now: full the first time, incremental after; nothing changed makes no new point")
+    .description(
+      "run one backup of a disk now: full the first time, incremental after; nothing changed makes no new point",
+    )
     .option("--force", "seal a restore point even if nothing changed")
     .action(async (id: string, o) => (await backups()).backupCommand(globals(), id, o));
 
@@ -89,17 +111,34 @@ export function buildProgram(): Command {
 
   program
     .command("restore <id>")
-    .description("restore a restore point as a new disk (registered for incremental backups), or as a sparse image file with --to-file")
-    .option("--point <point>", "a restore point id (see 'diskdelta points <id>'), 'latest', or an ISO time", "latest")
-    .option("--name <name>", "id of the new disk, also its blob and backup blob name (default <id>-restored-<point time>)")
-    .option("--overwrite", "replace restore targets an earlier diskdelta restore made (never a registered disk's blobs), or an existing --to-file file")
-    .option("--to-file <path>", "write the disk image to a local sparse file instead; rerun the same command to resume")
+    .description(
+      "restore a restore point as a new disk (registered for incremental backups), or as a sparse image file with --to-file",
+    )
+    .option(
+      "--point <point>",
+      "a restore point id (see 'diskdelta points <id>'), 'latest', or an ISO time",
+      "latest",
+    )
+    .option(
+      "--name <name>",
+      "id of the new disk, also its blob and backup blob name (default <id>-restored-<point time>)",
+    )
+    .option(
+      "--overwrite",
+      "replace restore targets an earlier diskdelta restore made (never a registered disk's blobs), or an existing --to-file file",
+    )
+    .option(
+      "--to-file <path>",
+      "write the disk image to a local sparse file instead; rerun the same command to resume",
+    )
     .option("--allow-damaged", "restore a point that a verify or restore recorded as damaged")
     .action(async (id: string, o) => (await restores()).restoreCommand(globals(), id, o));
 
   program
     .command("verify <id>")
-    .description("prove a restore point equals its source snapshot (or, once that is gone, the digests recorded when it was sealed)")
+    .description(
+      "prove a restore point equals its source snapshot (or, once that is gone, the digests recorded when it was sealed)",
+    )
     .option("--point <point>", "a restore point id, 'latest' or an ISO time", "latest")
     .action(async (id: string, o) => (await restores()).verifyCommand(globals(), id, o));
 
@@ -111,10 +150,18 @@ export function buildProgram(): Command {
 
   program
     .command("worker")
-    .description("run extra queue workers in this process, on the same storage as 'npm start' (scale-out on one machine)")
+    .description(
+      "run extra queue workers in this process, on the same storage as 'npm start' (scale-out on one machine)",
+    )
     .option("--queues <names>", "comma-separated queues to serve (default: every queue the app listens on)")
-    .option("--concurrency <n>", "messages of one queue processed at once (default: host.json's batchSize + newBatchThreshold)")
-    .option("--lease-seconds <n>", "how long a message stays invisible while processed, renewed while it runs; a killed worker's messages return after this (default 600, the Functions host's)")
+    .option(
+      "--concurrency <n>",
+      "messages of one queue processed at once (default: host.json's batchSize + newBatchThreshold)",
+    )
+    .option(
+      "--lease-seconds <n>",
+      "how long a message stays invisible while processed, renewed while it runs; a killed worker's messages return after this (default 600, the Functions host's)",
+    )
     .action(async (o) => (await import("./commands/worker")).workerCommand(globals(), o));
 
   program

@@ -5,7 +5,8 @@ import path from "node:path";
 export function version(): string {
   for (let dir = __dirname; ; dir = path.dirname(dir)) {
     const file = path.join(dir, "package.json");
-    if (fs.existsSync(file)) return (JSON.parse(fs.readFileSync(file, "utf8")) as { version: string }).version;
+    if (fs.existsSync(file))
+      return (JSON.parse(fs.readFileSync(file, "utf8")) as { version: string }).version;
     if (path.dirname(dir) === dir) return "unknown";
   }
 }

@@ -83,7 +83,12 @@ interface Changes {
   cleared: number;
 }
 
-async function changeDisk(narrator: Narrator, engine: Engine, blob: BlobAddress, size: number): Promise<Changes> {
+async function changeDisk(
+  narrator: Narrator,
+  engine: Engine,
+  blob: BlobAddress,
+  size: number,
+): Promise<Changes> {
   const before = await validRanges(engine.storage, blob, size);
   const clears: PageRange[] = [];
   const writes: PageRange[] = [];
@@ -128,7 +133,14 @@ async function backUp(narrator: Narrator, engine: Engine, copying: string): Prom
           if (phase === "copying") narrator.say(`   ${copying}…`);
           if (phase === "sealing") narrator.say(`   sealing: snapshot of ${BACKUP_BLOB} → restore point…`);
         }
-        bar.update({ phase: p.phase, position: p.position, size: p.size, bytesDone: p.bytesCopied, bytesToDo: p.bytesPlanned, bytesCleared: p.bytesCleared });
+        bar.update({
+          phase: p.phase,
+          position: p.position,
+          size: p.size,
+          bytesDone: p.bytesCopied,
+          bytesToDo: p.bytesPlanned,
+          bytesCleared: p.bytesCleared,
+        });
       },
     });
   } finally {

@@ -27,4 +27,5 @@ const OPTIONS: Record<string, string> = {
   zone: "--zone",
 };
 
-export const cliWords: FieldWords = (field) => OPTIONS[field] ?? `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+export const cliWords: FieldWords = (field) =>
+  OPTIONS[field] ?? `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;

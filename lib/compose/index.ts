@@ -27,7 +27,13 @@ import { reportRunEnded, reportTimerTick } from "../telemetry";
 
 export interface Engine extends App {
   /** The embedded storage this process attached to, if it did. */
-  embedded?: { connectionString: string; keys: Map<string, string>; blobUrl(account: string): string; serving: boolean; close(): Promise<void> };
+  embedded?: {
+    connectionString: string;
+    keys: Map<string, string>;
+    blobUrl(account: string): string;
+    serving: boolean;
+    close(): Promise<void>;
+  };
   credentials: AzureCredentials;
   /** A client of one of the app's queues (the local host receives through these). */
   queueClient(name: string): QueueClient;
@@ -47,12 +53,18 @@ export function retryPolicy(config: Config, log: Logger): RetryPolicy {
     baseMs: config.retryBaseMs,
     onRetry: (err, attempt, delay) => {
       const { code, status, message } = errorInfo(err);
-      log.warn(`retrying after ${code ?? status ?? "error"} (try ${attempt} of ${config.retryAttempts}, waiting ${Math.round(delay)} ms): ${message}`);
+      log.warn(
+        `retrying after ${code ?? status ?? "error"} (try ${attempt} of ${config.retryAttempts}, waiting ${Math.round(delay)} ms): ${message}`,
+      );
     },
   };
 }
 
-export async function openEngine(log: Logger, env: NodeJS.ProcessEnv = process.env, options: EngineOptions = {}): Promise<Engine> {
+export async function openEngine(
+  log: Logger,
+  env: NodeJS.ProcessEnv = process.env,
+  options: EngineOptions = {},
+): Promise<Engine> {
   if (options.role) setOwnerRole(options.role);
   let config: Config = loadConfig(env);
   let embedded: Engine["embedded"];
@@ -68,8 +80,17 @@ export async function openEngine(log: Logger, env: NodeJS.ProcessEnv = process.e
   }
   const credentials = new AzureCredentials(config, options.identity);
   const policy = retryPolicy(config, log);
-  const storage = retrying(new AzureStore(credentials, { requestTimeoutMs: config.requestTimeoutMs, bodyStallMs: config.bodyStallMs }), policy);
-  const lineage: Lineage = retryingPort(openTableLineage(config.storage!, credentials, config.tablePrefix), policy);
+  const storage = retrying(
+    new AzureStore(credentials, {
+      requestTimeoutMs: config.requestTimeoutMs,
+      bodyStallMs: config.bodyStallMs,
+    }),
+    policy,
+  );
+  const lineage: Lineage = retryingPort(
+    openTableLineage(config.storage!, credentials, config.tablePrefix),
+    policy,
+  );
   try {
     await lineage.ensureTables();
   } catch (err) {

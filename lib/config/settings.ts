@@ -343,14 +343,19 @@ function homeSetting(env: NodeJS.ProcessEnv): string {
   return path.resolve(raw);
 }
 
-const HOST_NAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+const HOST_NAME =
+  /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
 function hostsSetting(env: NodeJS.ProcessEnv, problems: string[]): string[] {
   const raw = env.DISKDELTA_ALLOWED_HOSTS?.trim();
   if (!raw) return [];
-  const hosts = raw.split(",").map((h) => h.trim().toLowerCase()).filter(Boolean);
+  const hosts = raw
+    .split(",")
+    .map((h) => h.trim().toLowerCase())
+    .filter(Boolean);
   for (const h of hosts) {
-    if (!HOST_NAME.test(h)) problems.push(`DISKDELTA_ALLOWED_HOSTS: "${h}" is not a host name (no scheme, port or path)`);
+    if (!HOST_NAME.test(h))
+      problems.push(`DISKDELTA_ALLOWED_HOSTS: "${h}" is not a host name (no scheme, port or path)`);
   }
   return hosts;
 }

@@ -64,7 +64,9 @@ export class ChunkCopier {
   private async copyRange(range: PageRange): Promise<void> {
     if (this.serverSide) {
       try {
-        await this.storage.writeFrom(this.target, range.start, this.source, range.end - range.start, { fence: this.fence });
+        await this.storage.writeFrom(this.target, range.start, this.source, range.end - range.start, {
+          fence: this.fence,
+        });
         return;
       } catch (err) {
         if (this.mode === "server" || !isNotImplemented(err)) throw err;
@@ -80,7 +82,9 @@ export class ChunkCopier {
   async writeFrom(data: Buffer, offset: number, ranges: PageRange[]): Promise<number> {
     let bytes = 0;
     for (const r of ranges) {
-      await this.storage.write(this.target, r.start, data.subarray(r.start - offset, r.end - offset), { fence: this.fence });
+      await this.storage.write(this.target, r.start, data.subarray(r.start - offset, r.end - offset), {
+        fence: this.fence,
+      });
       bytes += r.end - r.start;
     }
     return bytes;

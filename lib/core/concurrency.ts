@@ -74,7 +74,8 @@ export class PrefixTracker<C extends Record<string, number>> {
 
   /** Registers an item starting at `start` (≥ every earlier one); returns its handle. */
   add(start: number, counts: Partial<C> = {}): object {
-    if (start < this.lastStart) throw new Error(`prefix item at ${start} registered after one at ${this.lastStart}`);
+    if (start < this.lastStart)
+      throw new Error(`prefix item at ${start} registered after one at ${this.lastStart}`);
     this.lastStart = start;
     const item = { start, done: false, counts };
     this.queue.push(item);
@@ -95,7 +96,8 @@ export class PrefixTracker<C extends Record<string, number>> {
     const item = handle as { done: boolean; counts: Partial<C> };
     item.done = true;
     for (const [k, v] of Object.entries(extra)) {
-      (item.counts as Record<string, number>)[k] = ((item.counts as Record<string, number>)[k] ?? 0) + (v as number);
+      (item.counts as Record<string, number>)[k] =
+        ((item.counts as Record<string, number>)[k] ?? 0) + (v as number);
     }
     this.drain();
   }

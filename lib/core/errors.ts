@@ -112,7 +112,9 @@ export class BusyError extends KindError {
     readonly holder: string,
     readonly until: string,
   ) {
-    super(`disk ${diskId} is busy: run ${activeRunId} is active, held by ${holder} until ${until} unless renewed`);
+    super(
+      `disk ${diskId} is busy: run ${activeRunId} is active, held by ${holder} until ${until} unless renewed`,
+    );
     this.name = "BusyError";
   }
 }

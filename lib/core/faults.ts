@@ -47,7 +47,9 @@ export class FaultPlan {
   }
 
   private match(name: string, n: number): (FaultRule & { left: number }) | undefined {
-    const rule = this.rules.find((r) => r.left > 0 && (typeof r.at === "number" ? r.at === n : r.at(name, n)));
+    const rule = this.rules.find(
+      (r) => r.left > 0 && (typeof r.at === "number" ? r.at === n : r.at(name, n)),
+    );
     if (rule) rule.left--;
     return rule;
   }
@@ -73,7 +75,10 @@ export function underPlan<T extends object>(target: T, plan: FaultPlan, prefix: 
     get(obj, prop, receiver) {
       const value = Reflect.get(obj, prop, receiver) as unknown;
       if (typeof value !== "function" || typeof prop !== "string") return value;
-      return (...args: unknown[]) => plan.run(`${prefix}.${prop}`, () => (value as (...a: unknown[]) => Promise<unknown>).apply(obj, args));
+      return (...args: unknown[]) =>
+        plan.run(`${prefix}.${prop}`, () =>
+          (value as (...a: unknown[]) => Promise<unknown>).apply(obj, args),
+        );
     },
   });
 }

@@ -15,10 +15,21 @@ export interface ErrorInfo {
 }
 
 export function errorInfo(err: unknown): ErrorInfo {
-  const e = err as { statusCode?: unknown; status?: unknown; code?: unknown; message?: unknown; details?: { errorCode?: unknown } };
+  const e = err as {
+    statusCode?: unknown;
+    status?: unknown;
+    code?: unknown;
+    message?: unknown;
+    details?: { errorCode?: unknown };
+  };
   const code =
-    typeof e?.details?.errorCode === "string" ? e.details.errorCode : typeof e?.code === "string" ? e.code : undefined;
-  const status = typeof e?.statusCode === "number" ? e.statusCode : typeof e?.status === "number" ? e.status : undefined;
+    typeof e?.details?.errorCode === "string"
+      ? e.details.errorCode
+      : typeof e?.code === "string"
+        ? e.code
+        : undefined;
+  const status =
+    typeof e?.statusCode === "number" ? e.statusCode : typeof e?.status === "number" ? e.status : undefined;
   const firstLine = String(typeof e?.message === "string" ? e.message : err).split("\n")[0];
   return { status, code, message: firstLine };
 }
@@ -61,7 +72,10 @@ export function isRetryable(err: unknown): boolean {
   if ((e as { retryable?: unknown } | undefined)?.retryable === true) return true;
   const { status, code, message } = errorInfo(e);
   if (status === undefined) {
-    return (code !== undefined && NETWORK_CODES.has(code)) || /socket hang up|ECONNRESET|EPIPE|other side closed/i.test(message);
+    return (
+      (code !== undefined && NETWORK_CODES.has(code)) ||
+      /socket hang up|ECONNRESET|EPIPE|other side closed/i.test(message)
+    );
   }
   if (status === 408 || status === 429) return true;
   return status >= 500 && status !== 501 && status !== 505;
@@ -121,7 +135,8 @@ export function retryingPort<T extends object>(target: T, policy: RetryPolicy): 
     get(obj, prop, receiver) {
       const value = Reflect.get(obj, prop, receiver) as unknown;
       if (typeof value !== "function") return value;
-      return (...args: unknown[]) => withRetry(policy, () => (value as (...a: unknown[]) => Promise<unknown>).apply(obj, args));
+      return (...args: unknown[]) =>
+        withRetry(policy, () => (value as (...a: unknown[]) => Promise<unknown>).apply(obj, args));
     },
   });
 }

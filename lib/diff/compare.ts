@@ -22,7 +22,12 @@ export interface ComparedRange {
   differing: PageRange[];
 }
 
-export async function compareRanges(storage: PageStore, first: PageAddress, second: PageAddress, ranges: PageRange[]): Promise<ComparedRange[]> {
+export async function compareRanges(
+  storage: PageStore,
+  first: PageAddress,
+  second: PageAddress,
+  ranges: PageRange[],
+): Promise<ComparedRange[]> {
   const out: ComparedRange[] = [];
   for (const range of ranges) {
     const [a, b] = await Promise.all([storage.read(first, range), storage.read(second, range)]);

@@ -99,7 +99,13 @@ export async function* listChanges(
     else if (ranges <= SPARSE_RANGES) span = Math.min(maxSpan, span * 2);
   };
 
-  const listPage = (start: number, end: number, marker: string | undefined, splittable: boolean, address?: PageAddress): Promise<RangePage> => {
+  const listPage = (
+    start: number,
+    end: number,
+    marker: string | undefined,
+    splittable: boolean,
+    address?: PageAddress,
+  ): Promise<RangePage> => {
     stats.calls++;
     const options = { marker, maxResults: pageSize, splitOnTimeout: splittable };
     const range = { start, end };
@@ -114,7 +120,12 @@ export async function* listChanges(
   };
 
   /** Lists [start, end) into `out`, page by page (valid, diff) or whole (compare); splits on a timeout. */
-  const listSpan = async (start: number, end: number, out: Channel<Listing>, server: { value?: string }): Promise<number> => {
+  const listSpan = async (
+    start: number,
+    end: number,
+    out: Channel<Listing>,
+    server: { value?: string },
+  ): Promise<number> => {
     const splittable = end - start > base;
     const split = async (at: number): Promise<number> => {
       const mid = Math.min(end, Math.max(at + base, alignUp(at + (end - at) / 2, WINDOW_SIZE)));
@@ -124,7 +135,12 @@ export async function* listChanges(
     if (spec.kind === "compare") {
       let pages: [RangePage[], RangePage[]];
       try {
-        pages = await Promise.all([spec.first, spec.second].map((a) => allPages(start, end, splittable, a)) as [Promise<RangePage[]>, Promise<RangePage[]>]);
+        pages = await Promise.all(
+          [spec.first, spec.second].map((a) => allPages(start, end, splittable, a)) as [
+            Promise<RangePage[]>,
+            Promise<RangePage[]>,
+          ],
+        );
       } catch (err) {
         if (splittable && isTimeout(err)) {
           adapt(0, true);
@@ -135,7 +151,14 @@ export async function* listChanges(
       const first = normalize(pages[0].flatMap((p) => p.ranges));
       const second = normalize(pages[1].flatMap((p) => p.ranges));
       server.value ??= pages[0][0]?.server;
-      await out.push({ start, end, writes: subtract(first, second), clears: subtract(second, first), both: intersect(first, second), server: server.value });
+      await out.push({
+        start,
+        end,
+        writes: subtract(first, second),
+        clears: subtract(second, first),
+        both: intersect(first, second),
+        server: server.value,
+      });
       return first.length + second.length;
     }
     let cursor = start;
@@ -161,13 +184,25 @@ export async function* listChanges(
         for (const r of page.ranges) coveredTo = Math.max(coveredTo, r.end);
         for (const r of page.clears) coveredTo = Math.max(coveredTo, r.end);
       }
-      await out.push({ start: cursor, end: coveredTo, writes: page.ranges, clears: page.clears, both: [], server: server.value });
+      await out.push({
+        start: cursor,
+        end: coveredTo,
+        writes: page.ranges,
+        clears: page.clears,
+        both: [],
+        server: server.value,
+      });
       cursor = coveredTo;
     } while (marker);
     return ranges;
   };
 
-  const allPages = async (start: number, end: number, splittable: boolean, address: PageAddress): Promise<RangePage[]> => {
+  const allPages = async (
+    start: number,
+    end: number,
+    splittable: boolean,
+    address: PageAddress,
+  ): Promise<RangePage[]> => {
     const pages: RangePage[] = [];
     let marker: string | undefined;
     do {
@@ -239,10 +274,18 @@ export async function* windowChunks(pieces: AsyncIterable<PageRange[]>): AsyncGe
 }
 
 /** The valid ranges of one blob in [from, to), as window chunks, listed ahead. */
-export function validChunks(storage: PageStore, address: PageAddress, from: number, to: number, options: ListerOptions, stats?: ListStats): AsyncGenerator<Chunk> {
+export function validChunks(
+  storage: PageStore,
+  address: PageAddress,
+  from: number,
+  to: number,
+  options: ListerOptions,
+  stats?: ListStats,
+): AsyncGenerator<Chunk> {
   return windowChunks(
     (async function* () {
-      for await (const piece of listChanges(storage, { kind: "valid", address }, from, to, options, stats)) yield piece.writes;
+      for await (const piece of listChanges(storage, { kind: "valid", address }, from, to, options, stats))
+        yield piece.writes;
     })(),
   );
 }

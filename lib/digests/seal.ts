@@ -35,7 +35,12 @@ export interface SealDigests {
  * with data is read. These digests say what the point held when it was sealed; `verify` while the
  * source snapshot exists proves that equal to the disk and records them anew.
  */
-export async function recordSealDigests(deps: Deps, disk: DiskRecord, point: RestorePointRecord, touched?: WindowSet): Promise<SealDigests> {
+export async function recordSealDigests(
+  deps: Deps,
+  disk: DiskRecord,
+  point: RestorePointRecord,
+  touched?: WindowSet,
+): Promise<SealDigests> {
   const backup = backupLocation(disk);
   const pointAddress: PageAddress = { kind: "blob", location: backup, snapshot: point.backupSnapshot };
   const points = await deps.lineage.listPoints(disk.id, 8);
@@ -46,11 +51,20 @@ export async function recordSealDigests(deps: Deps, disk: DiskRecord, point: Res
   if (previous?.digestsUrl && previous.size === point.size && deps.config.diffMode !== "compare") {
     if (!changed) changed = await backupDiff(deps, backup, previous, point);
     if (changed) {
-      const opened = await openDigests(deps.storage, digestsLocation(backup, previous.id), previous.backupSnapshot, point.size);
+      const opened = await openDigests(
+        deps.storage,
+        digestsLocation(backup, previous.id),
+        previous.backupSnapshot,
+        point.size,
+      );
       if (opened.ok) cursor = opened.cursor;
     }
   }
-  const writer = new DigestWriter(deps.storage, digestsLocation(backup, point.id), { diskId: disk.id, pointId: point.id, backupSnapshot: point.backupSnapshot });
+  const writer = new DigestWriter(deps.storage, digestsLocation(backup, point.id), {
+    diskId: disk.id,
+    pointId: point.id,
+    backupSnapshot: point.backupSnapshot,
+  });
   const built = await buildDigests(deps.storage, pointAddress, point.size, writer, {
     concurrency: deps.config.copyConcurrency,
     lister: listerOptionsOf(deps.config),
@@ -62,12 +76,21 @@ export async function recordSealDigests(deps: Deps, disk: DiskRecord, point: Res
 }
 
 /** The windows that changed between two backup snapshots, by the service's diff; undefined where it cannot be trusted. */
-async function backupDiff(deps: Deps, backup: BlobLocation, previous: RestorePointRecord, point: RestorePointRecord): Promise<WindowSet | undefined> {
+async function backupDiff(
+  deps: Deps,
+  backup: BlobLocation,
+  previous: RestorePointRecord,
+  point: RestorePointRecord,
+): Promise<WindowSet | undefined> {
   const set = new WindowSet(point.size);
   try {
     for await (const piece of listChanges(
       deps.storage,
-      { kind: "diff", address: { kind: "blob", location: backup, snapshot: point.backupSnapshot }, base: { snapshot: previous.backupSnapshot } },
+      {
+        kind: "diff",
+        address: { kind: "blob", location: backup, snapshot: point.backupSnapshot },
+        base: { snapshot: previous.backupSnapshot },
+      },
       0,
       point.size,
       listerOptionsOf(deps.config),

@@ -11,10 +11,27 @@
 import type { Logger } from "../core/logger";
 import { forEachOrdered } from "../core/concurrency";
 import { validChunks, type ListerOptions } from "../diff/lister";
-import { PAGE_SIZE, subtract, union, WINDOW_SIZE, type Chunk, type PageRange, type WindowSet } from "../ranges";
+import {
+  PAGE_SIZE,
+  subtract,
+  union,
+  WINDOW_SIZE,
+  type Chunk,
+  type PageRange,
+  type WindowSet,
+} from "../ranges";
 import type { PageAddress, PageStore } from "../storage/port";
 import type { BlobLocation } from "../storage/urls";
-import { BLOCK_WINDOWS, blockId, decodeBlock, DIGEST_METADATA, encodeBlock, md5Of, sameRanges, type WindowDigest } from "./format";
+import {
+  BLOCK_WINDOWS,
+  blockId,
+  decodeBlock,
+  DIGEST_METADATA,
+  encodeBlock,
+  md5Of,
+  sameRanges,
+  type WindowDigest,
+} from "./format";
 
 export interface DigestMeta {
   diskId: string;
@@ -89,7 +106,8 @@ export class DigestCursor {
     const raw = await this.storage.readBlob(this.location, this.offset, b.size);
     this.offset += b.size;
     const { extent, windows } = decodeBlock(raw, `${this.location.url} block ${b.id}`);
-    if (extent.start !== this.covered) throw new Error(`${this.location.url}: extents are not contiguous at ${this.covered}`);
+    if (extent.start !== this.covered)
+      throw new Error(`${this.location.url}: extents are not contiguous at ${this.covered}`);
     this.covered = extent.end;
     this.pending.push(...windows);
     return true;
@@ -120,7 +138,12 @@ export class DigestCursor {
 }
 
 /** Opens a point's digests, checking they were made for `backupSnapshot` of `size` bytes. */
-export async function openDigests(storage: PageStore, location: BlobLocation, backupSnapshot: string, size: number): Promise<DigestsState> {
+export async function openDigests(
+  storage: PageStore,
+  location: BlobLocation,
+  backupSnapshot: string,
+  size: number,
+): Promise<DigestsState> {
   const found = await storage.blocks(location);
   if (!found) return { ok: false, why: `its digests ${location.url} are gone`, gone: true };
   const meta = found.metadata;
@@ -166,7 +189,10 @@ export async function buildDigests(
   const planned = (async function* () {
     for await (const chunk of validChunks(storage, point, 0, size, options.lister)) {
       const before = options.previous ? (await options.previous.claim(chunk.index)).digest : undefined;
-      const carry = before && !options.touched?.has(chunk.index) && sameRanges(before.ranges, chunk.ranges) ? before : undefined;
+      const carry =
+        before && !options.touched?.has(chunk.index) && sameRanges(before.ranges, chunk.ranges)
+          ? before
+          : undefined;
       yield { chunk, carry };
     }
   })();
@@ -179,7 +205,11 @@ export async function buildDigests(
         return carry;
       }
       result.windowsRead++;
-      return { index: chunk.index, md5: md5Of(await readWindow(storage, point, chunk)), ranges: chunk.ranges };
+      return {
+        index: chunk.index,
+        md5: md5Of(await readWindow(storage, point, chunk)),
+        ranges: chunk.ranges,
+      };
     },
     (digest) => writer.add(digest),
   );
@@ -207,21 +237,42 @@ function rangesDiffer(recorded: PageRange[], actual: PageRange[]): PageRange | u
  * Compares one window's digest with what was read: undefined when equal, else the mismatch.
  * `parts` are the bytes of `chunk.ranges` in order.
  */
-export function checkWindow(chunk: Chunk, digest: WindowDigest | undefined, parts: Buffer[], size: number): DigestMismatch | undefined {
+export function checkWindow(
+  chunk: Chunk,
+  digest: WindowDigest | undefined,
+  parts: Buffer[],
+  size: number,
+): DigestMismatch | undefined {
   const span = windowSpan(chunk.index, size);
   if (!digest) {
-    return { start: chunk.ranges[0].start, end: chunk.ranges[0].start + PAGE_SIZE, kind: "valid-ranges", detail: "valid in the restore point but empty in the recorded digests" };
+    return {
+      start: chunk.ranges[0].start,
+      end: chunk.ranges[0].start + PAGE_SIZE,
+      kind: "valid-ranges",
+      detail: "valid in the restore point but empty in the recorded digests",
+    };
   }
   const differing = rangesDiffer(digest.ranges, chunk.ranges);
   if (differing) {
-    return { start: differing.start, end: differing.start + PAGE_SIZE, kind: "valid-ranges", detail: "the valid ranges differ from the recorded digests" };
+    return {
+      start: differing.start,
+      end: differing.start + PAGE_SIZE,
+      kind: "valid-ranges",
+      detail: "the valid ranges differ from the recorded digests",
+    };
   }
-  if (!md5Of(parts).equals(digest.md5)) return { ...span, kind: "digest", detail: "the window's MD5 differs from the recorded digest" };
+  if (!md5Of(parts).equals(digest.md5))
+    return { ...span, kind: "digest", detail: "the window's MD5 differs from the recorded digest" };
   return undefined;
 }
 
 /** A digest window the reader never found: its data is gone from the point. */
 export function missingWindow(digest: WindowDigest): DigestMismatch {
   const first = digest.ranges[0];
-  return { start: first.start, end: first.start + PAGE_SIZE, kind: "valid-ranges", detail: "valid in the recorded digests but empty in the restore point" };
+  return {
+    start: first.start,
+    end: first.start + PAGE_SIZE,
+    kind: "valid-ranges",
+    detail: "valid in the recorded digests but empty in the restore point",
+  };
 }

@@ -15,7 +15,13 @@ import { backupLocation } from "../lineage/locations";
 import type { DiskRecord } from "../lineage/types";
 import { checkRetainCount, DEFAULT_POLICY, MAX_RETAIN } from "../retention/policy";
 import { describeStorageError } from "../storage/errors";
-import { blobLocation, checkBlobName, checkContainerName, parseAccountUrl, type BlobLocation } from "../storage/urls";
+import {
+  blobLocation,
+  checkBlobName,
+  checkContainerName,
+  parseAccountUrl,
+  type BlobLocation,
+} from "../storage/urls";
 
 export const DEFAULT_BACKUP_CONTAINER = "diskdelta";
 /** A year: a longer interval is a typo, not a backup policy. */
@@ -33,7 +39,10 @@ export const RETENTION_KEYS = ["keepLast", "keepDaily", "keepWeekly", "keepMonth
 type RetentionKey = (typeof RETENTION_KEYS)[number];
 
 /** The record columns behind each count. */
-const RETENTION_COLUMNS: Record<RetentionKey, "retainLast" | "retainDaily" | "retainWeekly" | "retainMonthly"> = {
+const RETENTION_COLUMNS: Record<
+  RetentionKey,
+  "retainLast" | "retainDaily" | "retainWeekly" | "retainMonthly"
+> = {
   keepLast: "retainLast",
   keepDaily: "retainDaily",
   keepWeekly: "retainWeekly",
@@ -59,18 +68,28 @@ export function checkDiskId(id: string): string | undefined {
 }
 
 /** The counts given, as record columns, and their problems on fields `retention.<key>`. */
-export function parseRetention(input: RetentionInput | undefined): { values: Partial<DiskRecord>; problems: Problem[] } {
+export function parseRetention(input: RetentionInput | undefined): {
+  values: Partial<DiskRecord>;
+  problems: Problem[];
+} {
   const values: Partial<DiskRecord> = {};
   const problems: Problem[] = [];
   for (const key of Object.keys(input ?? {})) {
     if (!(RETENTION_KEYS as readonly string[]).includes(key)) {
-      problems.push({ field: `retention.${key}`, message: `is not a retention count; the counts are ${RETENTION_KEYS.join(", ")}` });
+      problems.push({
+        field: `retention.${key}`,
+        message: `is not a retention count; the counts are ${RETENTION_KEYS.join(", ")}`,
+      });
     }
   }
   for (const key of RETENTION_KEYS) {
     const raw = input?.[key];
     if (raw === undefined) continue;
-    if (checkRetainCount("", raw)) problems.push({ field: `retention.${key}`, message: `${String(raw)} is not a whole number from 0 to ${MAX_RETAIN}` });
+    if (checkRetainCount("", raw))
+      problems.push({
+        field: `retention.${key}`,
+        message: `${String(raw)} is not a whole number from 0 to ${MAX_RETAIN}`,
+      });
     else values[RETENTION_COLUMNS[key]] = Number(raw);
   }
   return { values, problems };
@@ -80,7 +99,12 @@ export function parseInterval(raw: number | string | undefined): { value?: numbe
   if (raw === undefined) return {};
   const n = typeof raw === "string" && /^\d+$/.test(raw.trim()) ? Number(raw) : raw;
   if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 1 || n > MAX_INTERVAL_MINUTES) {
-    return { problem: { field: "intervalMinutes", message: `${String(raw)} is not a whole number of minutes from 1 to ${MAX_INTERVAL_MINUTES} (a year)` } };
+    return {
+      problem: {
+        field: "intervalMinutes",
+        message: `${String(raw)} is not a whole number of minutes from 1 to ${MAX_INTERVAL_MINUTES} (a year)`,
+      },
+    };
   }
   return { value: n };
 }
@@ -125,28 +149,60 @@ export async function addDisk(deps: Deps, input: DiskInput): Promise<DiskRecord>
     } catch (err) {
       problems.push({
         field: "backupAccount",
-        message: describeStorageError(err, `${backup.serviceUrl} (container ${backup.container})`, "Storage Blob Data Contributor"),
+        message: describeStorageError(
+          err,
+          `${backup.serviceUrl} (container ${backup.container})`,
+          "Storage Blob Data Contributor",
+        ),
       });
     }
   }
   const existing = await deps.lineage.listDisks();
   if (existing.some((d) => d.id === input.id)) {
-    problems.push({ field: "id", message: `disk ${input.id} is already registered; pick another id or see the disk list` });
+    problems.push({
+      field: "id",
+      message: `disk ${input.id} is already registered; pick another id or see the disk list`,
+    });
   }
   if (source) {
-    const twin = existing.find((d) => d.sourceUrl === source.sourceUrl || (source.sourceDiskId && d.sourceDiskId === source.sourceDiskId));
-    if (twin) problems.push({ field: "source", message: `${source.sourceUrl} is already protected by disk ${twin.id}; two disks must not back up one source` });
+    const twin = existing.find(
+      (d) =>
+        d.sourceUrl === source.sourceUrl || (source.sourceDiskId && d.sourceDiskId === source.sourceDiskId),
+    );
+    if (twin)
+      problems.push({
+        field: "source",
+        message: `${source.sourceUrl} is already protected by disk ${twin.id}; two disks must not back up one source`,
+      });
     const isBackup = existing.find((d) => backupUrlOf(d) === source.sourceUrl);
-    if (isBackup) problems.push({ field: "source", message: `${source.sourceUrl} is the backup blob of disk ${isBackup.id}, not a disk` });
+    if (isBackup)
+      problems.push({
+        field: "source",
+        message: `${source.sourceUrl} is the backup blob of disk ${isBackup.id}, not a disk`,
+      });
   }
   if (backup) {
     if (source && source.sourceUrl === backup.url) {
-      problems.push({ field: "backupBlob", message: "the backup blob cannot be the disk itself: choose another {{backupAccount}}, {{backupContainer}} or {{backupBlob}}" });
+      problems.push({
+        field: "backupBlob",
+        message:
+          "the backup blob cannot be the disk itself: choose another {{backupAccount}}, {{backupContainer}} or {{backupBlob}}",
+      });
     }
-    const clash = existing.find((d) => sameBlob(backup!, { serviceUrl: d.backupAccountUrl, container: d.backupContainer, blob: d.backupBlob }));
-    if (clash) problems.push({ field: "backupBlob", message: `disk ${clash.id} already backs up to ${backup.url}; give {{backupBlob}} another name` });
+    const clash = existing.find((d) =>
+      sameBlob(backup!, { serviceUrl: d.backupAccountUrl, container: d.backupContainer, blob: d.backupBlob }),
+    );
+    if (clash)
+      problems.push({
+        field: "backupBlob",
+        message: `disk ${clash.id} already backs up to ${backup.url}; give {{backupBlob}} another name`,
+      });
     const sourceOfOther = existing.find((d) => d.sourceUrl === backup!.url);
-    if (sourceOfOther) problems.push({ field: "backupBlob", message: `${backup.url} is the source of disk ${sourceOfOther.id}; a backup must never write over a disk` });
+    if (sourceOfOther)
+      problems.push({
+        field: "backupBlob",
+        message: `${backup.url} is the source of disk ${sourceOfOther.id}; a backup must never write over a disk`,
+      });
   }
   if (problems.length) throw new InputError(problems);
   try {
@@ -166,7 +222,9 @@ export async function addDisk(deps: Deps, input: DiskInput): Promise<DiskRecord>
       retainMonthly: retention.values.retainMonthly ?? DEFAULT_POLICY.monthly,
     });
   } catch (err) {
-    throw new InputError([{ field: "id", message: `could not register disk ${input.id}: ${(err as Error).message}` }]);
+    throw new InputError([
+      { field: "id", message: `could not register disk ${input.id}: ${(err as Error).message}` },
+    ]);
   }
 }
 
@@ -216,6 +274,10 @@ export async function setDisk(deps: Deps, id: string, changes: DiskChanges): Pro
   // A run's heartbeat or seal may change the row between the read and the write: then read again.
   return retryOnConflict(SET_ATTEMPTS, async () => {
     const disk = await requireDisk(deps, id);
-    return deps.lineage.updateDisk({ ...disk, ...patch, ...(clearInterval ? { intervalMinutes: undefined } : {}) });
+    return deps.lineage.updateDisk({
+      ...disk,
+      ...patch,
+      ...(clearInterval ? { intervalMinutes: undefined } : {}),
+    });
   });
 }

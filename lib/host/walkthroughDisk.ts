@@ -104,7 +104,10 @@ function storageAccountOf(env: NodeJS.ProcessEnv): { serviceUrl: string; account
  * Opens the engine for the walkthrough's disk: on the embedded default, with its two accounts; on
  * AzureWebJobsStorage, with that account's key (when the connection string has one) handed over.
  */
-export async function openWalkthroughEngine(log: Logger, role: "cli" | "host" = "cli"): Promise<{ engine: Engine; accounts: Accounts }> {
+export async function openWalkthroughEngine(
+  log: Logger,
+  role: "cli" | "host" = "cli",
+): Promise<{ engine: Engine; accounts: Accounts }> {
   const env = { ...process.env };
   const usesStorage = Boolean(
     env.AzureWebJobsStorage?.trim() ||
@@ -146,7 +149,10 @@ export async function openWalkthroughEngine(log: Logger, role: "cli" | "host" = 
 
 /** The disk's page blob on the storage port. */
 export function walkthroughBlob(accounts: Accounts): BlobAddress {
-  return { kind: "blob", location: blobLocation(parseAccountUrl(accounts.sourceService), SOURCE_CONTAINER, SOURCE_BLOB) };
+  return {
+    kind: "blob",
+    location: blobLocation(parseAccountUrl(accounts.sourceService), SOURCE_CONTAINER, SOURCE_BLOB),
+  };
 }
 
 /** Every valid range of a blob, through the storage port (the listing is paged). */
@@ -190,32 +196,51 @@ export function bytesText(n: number): string {
 }
 
 /** Creates the disk with a few islands of data, unless it exists. Returns its size. */
-export async function ensureSourceDisk(narrator: Say, storage: PageStore, accounts: Accounts): Promise<number> {
+export async function ensureSourceDisk(
+  narrator: Say,
+  storage: PageStore,
+  accounts: Accounts,
+): Promise<number> {
   const blob = walkthroughBlob(accounts);
   const props = await storage.properties(blob);
   if (props) {
-    if (props.blobType !== "PageBlob") throw new Error(`${blob.location.url} exists but is a ${props.blobType} blob, not a page blob; delete it`);
+    if (props.blobType !== "PageBlob")
+      throw new Error(
+        `${blob.location.url} exists but is a ${props.blobType} blob, not a page blob; delete it`,
+      );
     const valid = await validRanges(storage, blob, props.size);
-    narrator.say(`   exists already: ${bytesText(props.size)}, ${bytesText(totalBytes(valid))} of data in ${valid.length} range(s); the rest is empty pages`);
+    narrator.say(
+      `   exists already: ${bytesText(props.size)}, ${bytesText(totalBytes(valid))} of data in ${valid.length} range(s); the rest is empty pages`,
+    );
     return props.size;
   }
   await storage.ensureContainer(blob.location);
-  narrator.say(`   creating a ${bytesText(DISK_SIZE)} page blob and writing data in ${INITIAL_DATA.length} places:`);
+  narrator.say(
+    `   creating a ${bytesText(DISK_SIZE)} page blob and writing data in ${INITIAL_DATA.length} places:`,
+  );
   await storage.create(blob, DISK_SIZE);
   for (const { what, range } of INITIAL_DATA) {
     await writePages(storage, blob, range);
     narrator.say(`     wrote ${where(range)} (${what})`);
   }
   const written = totalBytes(normalize(INITIAL_DATA.map((d) => d.range)));
-  narrator.say(`   ${bytesText(written)} of data, ${percentOf(written, DISK_SIZE)} of the disk; the rest is empty pages, which a backup never reads or writes`);
+  narrator.say(
+    `   ${bytesText(written)} of data, ${percentOf(written, DISK_SIZE)} of the disk; the rest is empty pages, which a backup never reads or writes`,
+  );
   return DISK_SIZE;
 }
 
-export async function ensureRegistered(narrator: Say, engine: Engine, accounts: Accounts): Promise<DiskRecord> {
+export async function ensureRegistered(
+  narrator: Say,
+  engine: Engine,
+  accounts: Accounts,
+): Promise<DiskRecord> {
   const existing = await engine.lineage.getDisk(DISK_ID);
   if (existing) {
     const points = await engine.lineage.listPoints(DISK_ID);
-    narrator.say(`   registered already: backs up to ${existing.backupAccountUrl}/${existing.backupContainer}/${existing.backupBlob}, ${points.length} restore point(s) so far`);
+    narrator.say(
+      `   registered already: backs up to ${existing.backupAccountUrl}/${existing.backupContainer}/${existing.backupBlob}, ${points.length} restore point(s) so far`,
+    );
     return existing;
   }
   const disk = await addDisk(engine, {
@@ -235,8 +260,11 @@ export async function ensureRegistered(narrator: Say, engine: Engine, accounts: 
  * The walkthrough's first two steps: the page blob `mypremiumdisk` with a few islands of data
  * (created unless it exists) and its registration (unless registered). Safe to repeat.
  */
-export async function ensureWalkthroughDisk(narrator: Say, engine: Engine, accounts: Accounts): Promise<DiskRecord> {
+export async function ensureWalkthroughDisk(
+  narrator: Say,
+  engine: Engine,
+  accounts: Accounts,
+): Promise<DiskRecord> {
   await ensureSourceDisk(narrator, engine.storage, accounts);
   return ensureRegistered(narrator, engine, accounts);
 }
-

@@ -6,12 +6,20 @@
 import { blobLocation, parseAccountUrl, parseBlobUrl, type BlobLocation } from "../storage/urls";
 import type { DiskRecord } from "./types";
 
-export function backupLocation(disk: Pick<DiskRecord, "backupAccountUrl" | "backupContainer" | "backupBlob">): BlobLocation {
-  return blobLocation(parseAccountUrl(disk.backupAccountUrl, "backupAccount"), disk.backupContainer, disk.backupBlob);
+export function backupLocation(
+  disk: Pick<DiskRecord, "backupAccountUrl" | "backupContainer" | "backupBlob">,
+): BlobLocation {
+  return blobLocation(
+    parseAccountUrl(disk.backupAccountUrl, "backupAccount"),
+    disk.backupContainer,
+    disk.backupBlob,
+  );
 }
 
 /** The source page blob of a disk registered as one; undefined for a managed disk. */
-export function sourceBlobLocation(disk: Pick<DiskRecord, "sourceUrl" | "sourceDiskId">): BlobLocation | undefined {
+export function sourceBlobLocation(
+  disk: Pick<DiskRecord, "sourceUrl" | "sourceDiskId">,
+): BlobLocation | undefined {
   if (disk.sourceDiskId) return undefined;
   return parseBlobUrl(disk.sourceUrl, "source");
 }

@@ -7,7 +7,15 @@
  */
 import { ConflictError, NotFoundError } from "../core/errors";
 import { newestFirstKey } from "./ids";
-import type { BatchCounts, BatchId, BatchProgress, DiskRecord, Lineage, RestorePointRecord, RunRecord } from "./types";
+import type {
+  BatchCounts,
+  BatchId,
+  BatchProgress,
+  DiskRecord,
+  Lineage,
+  RestorePointRecord,
+  RunRecord,
+} from "./types";
 
 type Row<T> = { record: T; etag: string };
 
@@ -28,7 +36,12 @@ export class MemoryLineage implements Lineage {
 
   async ensureTables(): Promise<void> {}
 
-  private add<T extends { etag?: string }>(table: Map<string, Row<T>>, id: string, record: T, what: string): T {
+  private add<T extends { etag?: string }>(
+    table: Map<string, Row<T>>,
+    id: string,
+    record: T,
+    what: string,
+  ): T {
     if (table.has(id)) throw new ConflictError(`${what} already exists`);
     const etag = this.etag();
     const { etag: _ignored, ...rest } = record;
@@ -36,11 +49,20 @@ export class MemoryLineage implements Lineage {
     return copy(rest as T, etag);
   }
 
-  private update<T extends { etag?: string }>(table: Map<string, Row<T>>, id: string, record: T, what: string): T {
-    if (!record.etag) throw new Error(`cannot update ${what}: the record has no etag; read it from the lineage first`);
+  private update<T extends { etag?: string }>(
+    table: Map<string, Row<T>>,
+    id: string,
+    record: T,
+    what: string,
+  ): T {
+    if (!record.etag)
+      throw new Error(`cannot update ${what}: the record has no etag; read it from the lineage first`);
     const row = table.get(id);
     if (!row) throw new NotFoundError(`${what} does not exist`);
-    if (row.etag !== record.etag) throw new ConflictError(`${what} was changed by another writer since it was read; read it again and retry`);
+    if (row.etag !== record.etag)
+      throw new ConflictError(
+        `${what} was changed by another writer since it was read; read it again and retry`,
+      );
     const etag = this.etag();
     const { etag: _ignored, ...rest } = record;
     table.set(id, { record: structuredClone(rest) as T, etag });
@@ -54,7 +76,8 @@ export class MemoryLineage implements Lineage {
   }
 
   private list<T extends object>(p: Map<string, Row<T>> | undefined, limit?: number): T[] {
-    if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) throw new RangeError(`limit must be a whole number >= 0, got ${limit}`);
+    if (limit !== undefined && (!Number.isInteger(limit) || limit < 0))
+      throw new RangeError(`limit must be a whole number >= 0, got ${limit}`);
     const rows = [...(p?.entries() ?? [])].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     return rows.slice(0, limit ?? rows.length).map(([, r]) => copy(r.record, r.etag));
   }
@@ -77,7 +100,12 @@ export class MemoryLineage implements Lineage {
   }
 
   async addRun(run: RunRecord): Promise<RunRecord> {
-    return this.add(this.partition(this.runs, run.diskId), newestFirstKey(run.id), run, `run ${run.id} of disk ${run.diskId}`);
+    return this.add(
+      this.partition(this.runs, run.diskId),
+      newestFirstKey(run.id),
+      run,
+      `run ${run.id} of disk ${run.diskId}`,
+    );
   }
 
   async getRun(diskId: string, runId: string): Promise<RunRecord | undefined> {
@@ -86,7 +114,12 @@ export class MemoryLineage implements Lineage {
   }
 
   async updateRun(run: RunRecord): Promise<RunRecord> {
-    return this.update(this.partition(this.runs, run.diskId), newestFirstKey(run.id), run, `run ${run.id} of disk ${run.diskId}`);
+    return this.update(
+      this.partition(this.runs, run.diskId),
+      newestFirstKey(run.id),
+      run,
+      `run ${run.id} of disk ${run.diskId}`,
+    );
   }
 
   async listRuns(diskId: string, limit?: number): Promise<RunRecord[]> {
@@ -94,7 +127,12 @@ export class MemoryLineage implements Lineage {
   }
 
   async addPoint(point: RestorePointRecord): Promise<RestorePointRecord> {
-    return this.add(this.partition(this.points, point.diskId), newestFirstKey(point.id), point, `restore point ${point.id} of disk ${point.diskId}`);
+    return this.add(
+      this.partition(this.points, point.diskId),
+      newestFirstKey(point.id),
+      point,
+      `restore point ${point.id} of disk ${point.diskId}`,
+    );
   }
 
   async getPoint(diskId: string, pointId: string): Promise<RestorePointRecord | undefined> {
@@ -103,7 +141,12 @@ export class MemoryLineage implements Lineage {
   }
 
   async updatePoint(point: RestorePointRecord): Promise<RestorePointRecord> {
-    return this.update(this.partition(this.points, point.diskId), newestFirstKey(point.id), point, `restore point ${point.id} of disk ${point.diskId}`);
+    return this.update(
+      this.partition(this.points, point.diskId),
+      newestFirstKey(point.id),
+      point,
+      `restore point ${point.id} of disk ${point.diskId}`,
+    );
   }
 
   async listPoints(diskId: string, limit?: number): Promise<RestorePointRecord[]> {
@@ -116,7 +159,11 @@ export class MemoryLineage implements Lineage {
 
   async countBatch(_diskId: string, runId: string, batch: BatchId, counts: BatchCounts): Promise<boolean> {
     let entry = this.batches.get(runId);
-    if (!entry) this.batches.set(runId, (entry = { counted: new Set(), progress: { batches: 0, bytesCopied: 0, chunksDone: 0 } }));
+    if (!entry)
+      this.batches.set(
+        runId,
+        (entry = { counted: new Set(), progress: { batches: 0, bytesCopied: 0, chunksDone: 0 } }),
+      );
     const marker = `${batch.generation}-${batch.batch}`;
     if (entry.counted.has(marker)) return false;
     entry.counted.add(marker);

@@ -6,7 +6,11 @@ import type { Lineage, RestorePointRecord } from "./types";
 const ROW_UPDATE_ATTEMPTS = 5;
 
 /** Applies `changes` to the point's row as it is now; a row deleted meanwhile (retention) is left alone. */
-export async function patchPoint(lineage: Lineage, point: Pick<RestorePointRecord, "diskId" | "id">, changes: Partial<RestorePointRecord>): Promise<void> {
+export async function patchPoint(
+  lineage: Lineage,
+  point: Pick<RestorePointRecord, "diskId" | "id">,
+  changes: Partial<RestorePointRecord>,
+): Promise<void> {
   await retryOnConflict(ROW_UPDATE_ATTEMPTS, async () => {
     const current = await lineage.getPoint(point.diskId, point.id);
     if (current) await lineage.updatePoint({ ...current, ...changes });

@@ -10,13 +10,27 @@
  * adds never overwrite (ConflictError). Records hold no credential and no error message built
  * here names one: messages carry only table-level names and ids.
  */
-import { AzureNamedKeyCredential, odata, TableClient, type TableEntity, type TableEntityResult } from "@azure/data-tables";
+import {
+  AzureNamedKeyCredential,
+  odata,
+  TableClient,
+  type TableEntity,
+  type TableEntityResult,
+} from "@azure/data-tables";
 import type { AzureCredentials } from "../azure/credentials";
 import type { StorageConnection } from "../config/settings";
 import { ConflictError, NotFoundError } from "../core/errors";
 import { errorInfo } from "../core/retry";
 import { newestFirstKey } from "./ids";
-import type { BatchCounts, BatchId, BatchProgress, DiskRecord, Lineage, RestorePointRecord, RunRecord } from "./types";
+import type {
+  BatchCounts,
+  BatchId,
+  BatchProgress,
+  DiskRecord,
+  Lineage,
+  RestorePointRecord,
+  RunRecord,
+} from "./types";
 
 export const DEFAULT_TABLE_NAMES = {
   disks: "diskdeltaDisks",
@@ -27,7 +41,12 @@ export const DEFAULT_TABLE_NAMES = {
 
 /** The table names of a prefix: `<prefix>Disks`, `<prefix>Runs`, `<prefix>Points`, `<prefix>Progress`. */
 export function tableNames(prefix: string) {
-  return { disks: `${prefix}Disks`, runs: `${prefix}Runs`, points: `${prefix}Points`, progress: `${prefix}Progress` };
+  return {
+    disks: `${prefix}Disks`,
+    runs: `${prefix}Runs`,
+    points: `${prefix}Points`,
+    progress: `${prefix}Progress`,
+  };
 }
 
 /** Table-service errors whose XML or JSON body would otherwise be printed as it is: one line that says what to fix. */
@@ -41,8 +60,16 @@ export function describeTableError(err: unknown, what: string): Error {
       { statusCode: status, code },
     );
   }
-  const line = message.replace(/<[^>]+>/g, " ").replace(/\s+/g, " ").replace(/\s*RequestId:.*$/, "").trim();
-  return Object.assign(new Error(`lineage ${what}: ${line.slice(0, 300)}`), { statusCode: status, code, cause: err });
+  const line = message
+    .replace(/<[^>]+>/g, " ")
+    .replace(/\s+/g, " ")
+    .replace(/\s*RequestId:.*$/, "")
+    .trim();
+  return Object.assign(new Error(`lineage ${what}: ${line.slice(0, 300)}`), {
+    statusCode: status,
+    code,
+    cause: err,
+  });
 }
 
 const DISK_PARTITION = "disk";
@@ -275,7 +302,9 @@ export class TableLineage implements Lineage {
       } catch (err) {
         const { status, code } = errorInfo(err);
         const markerExists =
-          status === 409 && code === "EntityAlreadyExists" && (await this.read(this.progress, runId, marker.rowKey)) !== undefined;
+          status === 409 &&
+          code === "EntityAlreadyExists" &&
+          (await this.read(this.progress, runId, marker.rowKey)) !== undefined;
         if (markerExists) return false;
         // 412 (another batch moved the counter) or 409 on a counter created meanwhile: read again.
         if (status === 412 || status === 409) {
@@ -285,7 +314,10 @@ export class TableLineage implements Lineage {
         throw err;
       }
     }
-    throw Object.assign(new Error(`could not record batch ${batch.batch} of run ${runId}: too much contention`), { statusCode: 503 });
+    throw Object.assign(
+      new Error(`could not record batch ${batch.batch} of run ${runId}: too much contention`),
+      { statusCode: 503 },
+    );
   }
 
   async batchProgress(_diskId: string, runId: string): Promise<BatchProgress> {
@@ -470,7 +502,8 @@ export function openTableLineage(
 ): TableLineage {
   const options = { allowInsecureConnection: true };
   const tableFor = (name: string): TableClient => {
-    if (storage.kind === "connectionString") return TableClient.fromConnectionString(storage.connectionString, name, options);
+    if (storage.kind === "connectionString")
+      return TableClient.fromConnectionString(storage.connectionString, name, options);
     const account = /^https?:\/\/([^./]+)/.exec(storage.tableServiceUri)?.[1] ?? "";
     const key = credentials.key(account);
     return key

@@ -188,11 +188,15 @@ export interface BatchProgress extends BatchCounts {
  * time where the snapshot id is not a time (a managed disk's snapshot is a resource id). Every
  * view (points, prune, restore, the API) shows this one time.
  */
-export function pointTime(point: Pick<RestorePointRecord, "sourceSnapshot" | "createdAt" | "capturedAt">): number {
+export function pointTime(
+  point: Pick<RestorePointRecord, "sourceSnapshot" | "createdAt" | "capturedAt">,
+): number {
   const captured = Date.parse(point.capturedAt ?? point.sourceSnapshot);
   return Number.isFinite(captured) ? captured : Date.parse(point.createdAt);
 }
 
-export function pointTimeIso(point: Pick<RestorePointRecord, "sourceSnapshot" | "createdAt" | "capturedAt">): string {
+export function pointTimeIso(
+  point: Pick<RestorePointRecord, "sourceSnapshot" | "createdAt" | "capturedAt">,
+): string {
   return new Date(pointTime(point)).toISOString();
 }

@@ -15,13 +15,19 @@ export interface QueueSender {
 }
 
 /** A client of one queue in the storage that AzureWebJobsStorage names (the app's own queues). */
-export function queueClient(storage: StorageConnection, credentials: AzureCredentials, name: string): QueueClient {
+export function queueClient(
+  storage: StorageConnection,
+  credentials: AzureCredentials,
+  name: string,
+): QueueClient {
   if (storage.kind === "connectionString") return new QueueClient(storage.connectionString, name);
   if (!storage.queueServiceUri) throw new Error("AzureWebJobsStorage__queueServiceUri is not set");
   const url = `${storage.queueServiceUri.replace(/\/$/, "")}/${name}`;
   const account = /^https?:\/\/([^./]+)/.exec(storage.queueServiceUri)?.[1] ?? "";
   const key = credentials.key(account);
-  return key ? new QueueClient(url, new StorageSharedKeyCredential(account, key)) : new QueueClient(url, credentials.identity());
+  return key
+    ? new QueueClient(url, new StorageSharedKeyCredential(account, key))
+    : new QueueClient(url, credentials.identity());
 }
 
 /** A QueueSender on the app's storage; creates each queue once (in Azure they are declared by infra). */
@@ -36,7 +42,9 @@ export function storageQueueSender(queueFor: (name: string) => QueueClient): Que
         client.catch(() => ready.delete(queue));
         ready.set(queue, client);
       }
-      await (await client).sendMessage(encodeMessage(body), { visibilityTimeout: options?.visibilityTimeoutSeconds });
+      await (
+        await client
+      ).sendMessage(encodeMessage(body), { visibilityTimeout: options?.visibilityTimeoutSeconds });
     },
   };
 }

@@ -36,7 +36,10 @@ export interface PointHold {
 
 function refusal(point: RestorePointRecord, since: string): InputError {
   return new InputError([
-    { field: "point", message: `restore point ${point.id} of disk ${point.diskId} is being deleted by retention (since ${since}); choose another` },
+    {
+      field: "point",
+      message: `restore point ${point.id} of disk ${point.diskId} is being deleted by retention (since ${since}); choose another`,
+    },
   ]);
 }
 
@@ -50,7 +53,9 @@ async function extend(
   return retryOnConflict(ATTEMPTS, async () => {
     const current = await deps.lineage.getPoint(point.diskId, point.id);
     if (!current) {
-      throw new InputError([{ field: "point", message: `restore point ${point.id} of disk ${point.diskId} no longer exists` }]);
+      throw new InputError([
+        { field: "point", message: `restore point ${point.id} of disk ${point.diskId} no longer exists` },
+      ]);
     }
     if (current.deletingSince) throw refusal(point, current.deletingSince);
     const mine = new Date(now().getTime() + holdMs).toISOString();
@@ -82,9 +87,7 @@ export async function holdPoint(
         until = u.until;
       },
       (err) =>
-        deps.log.warn(
-          `${reader}: could not renew the hold on restore point ${point.id}: ${messageOf(err)}`,
-        ),
+        deps.log.warn(`${reader}: could not renew the hold on restore point ${point.id}: ${messageOf(err)}`),
     );
   }, holdMs / 3);
   // A hold must never keep a finished CLI process alive.

@@ -12,7 +12,13 @@ import { IntegrityError } from "../core/errors";
 import type { Deps } from "../deps";
 import { validChunks } from "../diff/lister";
 import { digestsLocation } from "../digests/format";
-import { checkWindow, missingWindow, openDigests, type DigestCursor, type DigestMismatch } from "../digests/store";
+import {
+  checkWindow,
+  missingWindow,
+  openDigests,
+  type DigestCursor,
+  type DigestMismatch,
+} from "../digests/store";
 import type { RestorePointRecord } from "../lineage/types";
 import type { Chunk } from "../ranges";
 import type { PageAddress } from "../storage/port";
@@ -42,7 +48,12 @@ export async function readVerified(
   const address: PageAddress = { kind: "blob", location: backup, snapshot: point.backupSnapshot };
   let cursor: DigestCursor | undefined;
   if (point.digestsUrl) {
-    const opened = await openDigests(deps.storage, digestsLocation(backup, point.id), point.backupSnapshot, size);
+    const opened = await openDigests(
+      deps.storage,
+      digestsLocation(backup, point.id),
+      point.backupSnapshot,
+      size,
+    );
     if (!opened.ok) await fail(deps, point, { start: 0, end: size, kind: "digest", detail: opened.why });
     else cursor = opened.cursor;
   }
@@ -83,10 +94,17 @@ export async function readVerified(
 
 async function fail(deps: Deps, point: RestorePointRecord, m: DigestMismatch): Promise<never> {
   const summary = `failed against recorded digests: window [${m.start}, ${m.end}): ${m.detail}`;
-  await updatePointRow(deps, point, { integrity: "failed", verifiedAt: deps.now().toISOString(), verifyResult: summary }).catch((err: unknown) =>
+  await updatePointRow(deps, point, {
+    integrity: "failed",
+    verifiedAt: deps.now().toISOString(),
+    verifyResult: summary,
+  }).catch((err: unknown) =>
     deps.log.warn(`could not record restore point ${point.id} as failed: ${(err as Error).message}`),
   );
-  throw new IntegrityError(`restore point ${point.id} of disk ${point.diskId} is damaged: bytes [${m.start}, ${m.end}): ${m.detail}`, { start: m.start, end: m.end });
+  throw new IntegrityError(
+    `restore point ${point.id} of disk ${point.diskId} is damaged: bytes [${m.start}, ${m.end}): ${m.detail}`,
+    { start: m.start, end: m.end },
+  );
 }
 
 /** Refuses a point recorded as failed unless the caller asked for a damaged point on purpose. */

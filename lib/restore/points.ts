@@ -13,7 +13,11 @@ const POINT_ID = /^p-\d{8}T\d{9}Z-[0-9a-f]{6}$/;
 /** A date, optionally with a time; anything looser (e.g. "yesterday") is refused rather than guessed. */
 const ISO_TIME = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
 
-export async function selectPoint(lineage: Lineage, diskId: string, spec = "latest"): Promise<RestorePointRecord> {
+export async function selectPoint(
+  lineage: Lineage,
+  diskId: string,
+  spec = "latest",
+): Promise<RestorePointRecord> {
   const wanted = spec.trim();
   if (POINT_ID.test(wanted)) {
     const point = await lineage.getPoint(diskId, wanted);
@@ -21,13 +25,18 @@ export async function selectPoint(lineage: Lineage, diskId: string, spec = "late
     return point;
   }
   if (wanted !== "latest" && !ISO_TIME.test(wanted)) {
-    throw InputError.field("point", `"${spec}" is neither a restore point id (p-…), 'latest', nor an ISO time such as 2026-11-25T11:41:00Z`);
+    throw InputError.field(
+      "point",
+      `"${spec}" is neither a restore point id (p-…), 'latest', nor an ISO time such as 2026-11-25T11:41:00Z`,
+    );
   }
   const at = wanted === "latest" ? Infinity : Date.parse(wanted);
-  if (!Number.isFinite(at) && wanted !== "latest") throw InputError.field("point", `"${spec}" is not a valid time`);
+  if (!Number.isFinite(at) && wanted !== "latest")
+    throw InputError.field("point", `"${spec}" is not a valid time`);
   // Listing every point of one disk is bounded by retention (tens to hundreds of rows).
   const points = await lineage.listPoints(diskId);
-  if (points.length === 0) throw new NotFoundError(`disk ${diskId} has no restore points yet; take one with a backup`, "point");
+  if (points.length === 0)
+    throw new NotFoundError(`disk ${diskId} has no restore points yet; take one with a backup`, "point");
   // The store lists by seal time; capture times order the same way, but sort to not depend on it.
   const newestFirst = [...points].sort((a, b) => pointTime(b) - pointTime(a));
   const found = newestFirst.find((p) => pointTime(p) <= at);

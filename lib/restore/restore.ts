@@ -75,7 +75,10 @@ export const RESTORE_AS_TAG = "diskdeltarestoreas";
 
 /** `<disk>-restored-<point time>` in disk-id form, e.g. web1-restored-20261125t114100z. */
 export function defaultRestoreName(diskId: string, point: RestorePointRecord): string {
-  const compact = pointTimeIso(point).replace(/\.\d+Z$/, "Z").replace(/[-:]/g, "").toLowerCase();
+  const compact = pointTimeIso(point)
+    .replace(/\.\d+Z$/, "Z")
+    .replace(/[-:]/g, "")
+    .toLowerCase();
   return `${diskId}-restored-${compact}`;
 }
 
@@ -107,34 +110,65 @@ interface Target {
 }
 
 /** Checks one target before anything is written; returns whether it will be replaced, or the problem. */
-async function checkTarget(deps: Deps, disks: DiskRecord[], what: string, loc: BlobLocation, name: string, overwrite: boolean): Promise<Target | Problem> {
+async function checkTarget(
+  deps: Deps,
+  disks: DiskRecord[],
+  what: string,
+  loc: BlobLocation,
+  name: string,
+  overwrite: boolean,
+): Promise<Target | Problem> {
   const user = usedBy(disks, loc);
   if (user) {
-    return { field: "name", message: `${what} ${loc.url} is the ${user.as} of registered disk ${user.disk.id}: a restore never writes over a registered disk; choose another {{name}}` };
+    return {
+      field: "name",
+      message: `${what} ${loc.url} is the ${user.as} of registered disk ${user.disk.id}: a restore never writes over a registered disk; choose another {{name}}`,
+    };
   }
   const props = await deps.storage.properties({ kind: "blob", location: loc });
   if (!props) return { what, location: loc, replace: false };
   const ours = props.metadata[RESTORE_AS_TAG] !== undefined;
-  if (props.leased) return { field: "name", message: `${what} ${loc.url} exists and is leased (in use as a disk); choose another {{name}}` };
-  if (!ours) return { field: "name", message: `${what} ${loc.url} exists and was not made by a diskdelta restore; choose another {{name}} (it is never replaced)` };
+  if (props.leased)
+    return {
+      field: "name",
+      message: `${what} ${loc.url} exists and is leased (in use as a disk); choose another {{name}}`,
+    };
+  if (!ours)
+    return {
+      field: "name",
+      message: `${what} ${loc.url} exists and was not made by a diskdelta restore; choose another {{name}} (it is never replaced)`,
+    };
   if (props.metadata[RESTORE_AS_TAG] === name) {
     // The leftover of an interrupted restore to this very name (no disk registered it): take it over.
     deps.log.info(`${what} ${loc.url} is the leftover of an interrupted restore as ${name}; replacing it`);
     return { what, location: loc, replace: true };
   }
-  if (!overwrite) return { field: "name", message: `${what} ${loc.url} exists (an earlier diskdelta restore); choose another {{name}} or pass {{overwrite}} to replace it` };
+  if (!overwrite)
+    return {
+      field: "name",
+      message: `${what} ${loc.url} exists (an earlier diskdelta restore); choose another {{name}} or pass {{overwrite}} to replace it`,
+    };
   return { what, location: loc, replace: true };
 }
 
-export async function restoreAsNewDisk(deps: Deps, diskId: string, options: RestoreOptions = {}): Promise<RestoreResult> {
+export async function restoreAsNewDisk(
+  deps: Deps,
+  diskId: string,
+  options: RestoreOptions = {},
+): Promise<RestoreResult> {
   const disk = await requireDisk(deps, diskId);
   const point = await selectPoint(deps.lineage, diskId, options.point ?? "latest");
   checkNotDamaged(point, options.allowDamaged);
   const name = options.name ?? defaultRestoreName(diskId, point);
   const nameProblem = checkDiskId(name);
-  if (nameProblem) throw InputError.field("name", options.name ? nameProblem : `${nameProblem}; choose a shorter one with {{name}}`);
+  if (nameProblem)
+    throw InputError.field(
+      "name",
+      options.name ? nameProblem : `${nameProblem}; choose a shorter one with {{name}}`,
+    );
   const source = sourceBlobLocation(disk);
-  if (!source) throw InputError.field("diskId", `disk ${diskId} is a managed disk: restore it as a managed disk`);
+  if (!source)
+    throw InputError.field("diskId", `disk ${diskId} is a managed disk: restore it as a managed disk`);
   const pointBackup = backupLocation(disk);
   const newDisk = newDiskLocation(source, name);
   const newBackup = blobLocation(pointBackup, pointBackup.container, name);
@@ -142,7 +176,8 @@ export async function restoreAsNewDisk(deps: Deps, diskId: string, options: Rest
   // Every check before the first write, so bad input leaves nothing behind.
   const problems: Problem[] = [];
   const disks = await deps.lineage.listDisks();
-  if (disks.some((d) => d.id === name)) problems.push({ field: "name", message: `disk ${name} is already registered; choose another {{name}}` });
+  if (disks.some((d) => d.id === name))
+    problems.push({ field: "name", message: `disk ${name} is already registered; choose another {{name}}` });
   const targets: Target[] = [];
   for (const [what, loc] of [
     ["the restored disk", newDisk],
@@ -175,22 +210,39 @@ async function restoreHeld(
   options: RestoreOptions,
 ): Promise<RestoreResult> {
   const { storage, lineage, log } = deps;
-  const props = await storage.properties({ kind: "blob", location: pointBackup, snapshot: point.backupSnapshot });
-  if (!props) throw InputError.field("point", `restore point ${point.id}: its backup snapshot ${point.backupSnapshot} of ${pointBackup.url} is gone`);
+  const props = await storage.properties({
+    kind: "blob",
+    location: pointBackup,
+    snapshot: point.backupSnapshot,
+  });
+  if (!props)
+    throw InputError.field(
+      "point",
+      `restore point ${point.id}: its backup snapshot ${point.backupSnapshot} of ${pointBackup.url} is gone`,
+    );
   const size = props.size;
-  if (size !== point.size) throw new Error(`restore point ${point.id} is recorded as ${point.size} bytes but its snapshot is ${size}`);
+  if (size !== point.size)
+    throw new Error(
+      `restore point ${point.id} is recorded as ${point.size} bytes but its snapshot is ${size}`,
+    );
   const restoreId = options.restoreId ?? newId(deps.now(), "rs");
   const made: BlobAddress[] = [];
   const mark = { [RESTORE_OF_TAG]: `${disk.id}/${point.id}`, [RESTORE_AS_TAG]: name };
   try {
     for (const t of targets) {
-      if (t.replace) log.warn(`replacing ${t.location.url} (a restore target an earlier diskdelta restore made)`);
+      if (t.replace)
+        log.warn(`replacing ${t.location.url} (a restore target an earlier diskdelta restore made)`);
       // Replacing: delete first (with its snapshots), then create; never over a blob made by anyone else.
       if (t.replace) await storage.delete({ kind: "blob", location: t.location });
-      await storage.create({ kind: "blob", location: t.location }, size, { ifNotExists: true, metadata: mark });
+      await storage.create({ kind: "blob", location: t.location }, size, {
+        ifNotExists: true,
+        metadata: mark,
+      });
       made.push({ kind: "blob", location: t.location });
     }
-    log.info(`restore ${restoreId}: writing restore point ${point.id} (${size} bytes) to ${newDisk.url} and ${newBackup.url}`);
+    log.info(
+      `restore ${restoreId}: writing restore point ${point.id} (${size} bytes) to ${newDisk.url} and ${newBackup.url}`,
+    );
     const diskAddress: BlobAddress = { kind: "blob", location: newDisk };
     const pointId = pointIdOf(restoreId);
     // The new disk's first point holds the very bytes read here: its digests are made on the way.
@@ -199,7 +251,10 @@ async function restoreHeld(
     let done = 0;
     const read = await readVerified(deps, pointBackup, point, size, 0, async (chunk, parts) => {
       for (const [i, range] of chunk.ranges.entries()) {
-        await Promise.all([storage.write(diskAddress, range.start, parts[i]), storage.write(backupAddress, range.start, parts[i])]);
+        await Promise.all([
+          storage.write(diskAddress, range.start, parts[i]),
+          storage.write(backupAddress, range.start, parts[i]),
+        ]);
       }
       await digests.add({ index: chunk.index, md5: md5Of(parts), ranges: chunk.ranges });
       done += chunk.bytes;
@@ -238,11 +293,22 @@ async function restoreHeld(
     try {
       await lineage.addDisk(record);
     } catch (err) {
-      if (err instanceof ConflictError) throw InputError.field("name", `disk ${name} was registered meanwhile by someone else; choose another {{name}}`);
+      if (err instanceof ConflictError)
+        throw InputError.field(
+          "name",
+          `disk ${name} was registered meanwhile by someone else; choose another {{name}}`,
+        );
       throw err;
     }
     made.length = 0; // registered: from here on nothing is rolled back
-    const recorded = await recordRestoreRun(deps, record, point, { restoreId, pointId, backupSnapshot, backupUrl: newBackup.url, at, digestsUrl: digests.location.url });
+    const recorded = await recordRestoreRun(deps, record, point, {
+      restoreId,
+      pointId,
+      backupSnapshot,
+      backupUrl: newBackup.url,
+      at,
+      digestsUrl: digests.location.url,
+    });
     return {
       restoreId,
       diskId: name,
@@ -262,7 +328,9 @@ async function restoreHeld(
       try {
         await storage.delete(a);
       } catch (cleanupError) {
-        log.warn(`could not remove ${a.location.url}${a.snapshot ? ` snapshot ${a.snapshot}` : ""} after the failed restore: ${messageOf(cleanupError)}`);
+        log.warn(
+          `could not remove ${a.location.url}${a.snapshot ? ` snapshot ${a.snapshot}` : ""} after the failed restore: ${messageOf(cleanupError)}`,
+        );
       }
     }
     throw err;
@@ -278,7 +346,14 @@ async function recordRestoreRun(
   deps: Deps,
   disk: DiskRecord,
   from: RestorePointRecord,
-  r: { restoreId: string; pointId: string; backupSnapshot: string; backupUrl: string; at: string; digestsUrl: string },
+  r: {
+    restoreId: string;
+    pointId: string;
+    backupSnapshot: string;
+    backupUrl: string;
+    at: string;
+    digestsUrl: string;
+  },
 ): Promise<boolean> {
   try {
     await deps.lineage.addRun({
@@ -320,7 +395,9 @@ async function recordRestoreRun(
     });
     return true;
   } catch (err) {
-    deps.log.warn(`restored disk ${disk.id} is registered, but its restore run was not recorded: ${messageOf(err)}`);
+    deps.log.warn(
+      `restored disk ${disk.id} is registered, but its restore run was not recorded: ${messageOf(err)}`,
+    );
     return false;
   }
 }

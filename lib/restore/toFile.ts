@@ -58,7 +58,9 @@ const SIDECAR_EVERY_BYTES = 64 * 1024 * 1024;
 function readPartial(file: string): Partial | undefined {
   try {
     const p = JSON.parse(fs.readFileSync(file, "utf8")) as Partial;
-    return typeof p.pointId === "string" && Number.isSafeInteger(p.size) && Number.isSafeInteger(p.offset) ? p : undefined;
+    return typeof p.pointId === "string" && Number.isSafeInteger(p.size) && Number.isSafeInteger(p.offset)
+      ? p
+      : undefined;
   } catch {
     return undefined;
   }
@@ -83,17 +85,26 @@ function allZero(b: Buffer): boolean {
 
 /** Positional write of all of `data` (a write may be short; loop until it is not). */
 async function writeAt(fd: number, data: Buffer, position: number): Promise<void> {
-  for (let done = 0; done < data.length; ) {
+  for (let done = 0; done < data.length;) {
     const n = await new Promise<number>((resolve, reject) =>
-      fs.write(fd, data, done, data.length - done, position + done, (err, written) => (err ? reject(err) : resolve(written))),
+      fs.write(fd, data, done, data.length - done, position + done, (err, written) =>
+        err ? reject(err) : resolve(written),
+      ),
     );
     done += n;
   }
 }
 
-export async function restoreToFile(deps: Deps, diskId: string, options: RestoreToFileOptions): Promise<RestoreToFileResult> {
+export async function restoreToFile(
+  deps: Deps,
+  diskId: string,
+  options: RestoreToFileOptions,
+): Promise<RestoreToFileResult> {
   if (!options.path || options.path === "-") {
-    throw InputError.field("toFile", "needs a file path: '-' (stdout) is not possible, the image is written at random offsets");
+    throw InputError.field(
+      "toFile",
+      "needs a file path: '-' (stdout) is not possible, the image is written at random offsets",
+    );
   }
   const disk = await requireDisk(deps, diskId);
   const point = await selectPoint(deps.lineage, diskId, options.point ?? "latest");
@@ -105,7 +116,10 @@ export async function restoreToFile(deps: Deps, diskId: string, options: Restore
     fs.accessSync(dir, fs.constants.W_OK);
     if (!fs.statSync(dir).isDirectory()) throw new Error("not a directory");
   } catch (err) {
-    throw InputError.field("toFile", `cannot write ${file}: ${dir} is not a writable directory (${messageOf(err)})`);
+    throw InputError.field(
+      "toFile",
+      `cannot write ${file}: ${dir} is not a writable directory (${messageOf(err)})`,
+    );
   }
   let fileExists = false;
   try {
@@ -116,7 +130,8 @@ export async function restoreToFile(deps: Deps, diskId: string, options: Restore
     if (err instanceof InputError) throw err;
   }
   const partial = readPartial(sidecar);
-  const resumable = fileExists && partial?.diskId === diskId && partial.pointId === point.id && partial.size === point.size;
+  const resumable =
+    fileExists && partial?.diskId === diskId && partial.pointId === point.id && partial.size === point.size;
   if (!resumable && !options.overwrite) {
     if (partial && fileExists) {
       throw InputError.field(
@@ -124,18 +139,31 @@ export async function restoreToFile(deps: Deps, diskId: string, options: Restore
         `${file} is a partial restore of disk ${partial.diskId} point ${partial.pointId}; rerun with {{point}} ${partial.pointId} to resume it, or pass {{overwrite}} to start over`,
       );
     }
-    if (fileExists) throw InputError.field("toFile", `${file} already exists; choose another path or pass {{overwrite}}`);
+    if (fileExists)
+      throw InputError.field("toFile", `${file} already exists; choose another path or pass {{overwrite}}`);
   }
 
   // Held while the snapshot is read, so retention spares it; renewed for long restores.
   const hold = await holdPoint(deps, point, `restore of ${point.id} to ${file}`);
   try {
     const backup = backupLocation(disk);
-    const props = await deps.storage.properties({ kind: "blob", location: backup, snapshot: point.backupSnapshot });
-    if (!props) throw new InputError([{ field: "point", message: `restore point ${point.id}: its backup snapshot ${point.backupSnapshot} is gone` }]);
+    const props = await deps.storage.properties({
+      kind: "blob",
+      location: backup,
+      snapshot: point.backupSnapshot,
+    });
+    if (!props)
+      throw new InputError([
+        {
+          field: "point",
+          message: `restore point ${point.id}: its backup snapshot ${point.backupSnapshot} is gone`,
+        },
+      ]);
     const size = props.size;
     // Resume at a window boundary: the windows below it were written and checked whole.
-    const resumedFrom = resumable ? Math.min(Math.floor(partial.offset / WINDOW_SIZE) * WINDOW_SIZE, size) : 0;
+    const resumedFrom = resumable
+      ? Math.min(Math.floor(partial.offset / WINDOW_SIZE) * WINDOW_SIZE, size)
+      : 0;
     const progress: Partial = { diskId, pointId: point.id, size, offset: resumedFrom };
     // The sidecar goes first: a crash right after creating the file still leaves it resumable.
     writePartial(sidecar, progress);
@@ -150,7 +178,9 @@ export async function restoreToFile(deps: Deps, diskId: string, options: Restore
       if (resumedFrom > 0) deps.log.info(`resuming the restore to ${file} at byte ${resumedFrom} of ${size}`);
       const read = await readVerified(deps, backup, point, size, resumedFrom, async (chunk, parts) => {
         if (options.signal?.aborted) {
-          throw new Error(`restore to ${file} interrupted at byte ${progress.offset}; run the same command to resume`);
+          throw new Error(
+            `restore to ${file} interrupted at byte ${progress.offset}; run the same command to resume`,
+          );
         }
         for (const [i, range] of chunk.ranges.entries()) {
           const data = parts[i];
@@ -185,7 +215,16 @@ export async function restoreToFile(deps: Deps, diskId: string, options: Restore
     // Only now, with every window written, checked and synced, does the image stop being partial.
     fs.rmSync(sidecar, { force: true });
     options.onProgress?.(size, size, bytesDownloaded);
-    return { path: file, diskId, pointId: point.id, size, bytesDownloaded, bytesWritten, resumedFrom, checkedBy };
+    return {
+      path: file,
+      diskId,
+      pointId: point.id,
+      size,
+      bytesDownloaded,
+      bytesWritten,
+      resumedFrom,
+      checkedBy,
+    };
   } finally {
     await hold.release();
   }

@@ -20,7 +20,14 @@ import { InputError } from "../core/errors";
 import type { Deps } from "../deps";
 import { listChanges, listerOptionsOf, validChunks, windowChunks, type ListerOptions } from "../diff/lister";
 import { digestsLocation, md5Of, type WindowDigest } from "../digests/format";
-import { checkWindow, DigestWriter, missingWindow, openDigests, type DigestCursor, type DigestMismatch } from "../digests/store";
+import {
+  checkWindow,
+  DigestWriter,
+  missingWindow,
+  openDigests,
+  type DigestCursor,
+  type DigestMismatch,
+} from "../digests/store";
 import { requireDisk } from "../disks/register";
 import { backupLocation } from "../lineage/locations";
 import { patchPoint } from "../lineage/rows";
@@ -81,15 +88,26 @@ export function listerOptions(deps: Deps): ListerOptions {
 
 function describeDifference(d: Difference): string {
   const page = `[${d.start}, ${d.end})`;
-  const range = d.range.start === d.start && d.range.end === d.end ? "" : ` (in [${d.range.start}, ${d.range.end}))`;
+  const range =
+    d.range.start === d.start && d.range.end === d.end ? "" : ` (in [${d.range.start}, ${d.range.end}))`;
   return `${d.kind === "digest" ? "window" : "page"} ${page}${range}: ${d.detail}`;
 }
 
 function fromMismatch(m: DigestMismatch): Difference {
-  return { start: m.start, end: m.end, range: { start: m.start, end: m.end }, kind: m.kind, detail: m.detail };
+  return {
+    start: m.start,
+    end: m.end,
+    range: { start: m.start, end: m.end },
+    kind: m.kind,
+    detail: m.detail,
+  };
 }
 
-export function updatePointRow(deps: Deps, point: RestorePointRecord, changes: Partial<RestorePointRecord>): Promise<void> {
+export function updatePointRow(
+  deps: Deps,
+  point: RestorePointRecord,
+  changes: Partial<RestorePointRecord>,
+): Promise<void> {
   return patchPoint(deps.lineage, point, changes);
 }
 
@@ -112,10 +130,21 @@ type CompareItem = { kind: "window"; chunk: Chunk } | { kind: "map"; difference:
  * The windows valid on both sides of a compare listing, in disk order, up to the first place where
  * the valid-range maps differ (then that difference, and nothing after it).
  */
-async function* compareItems(deps: Deps, source: PageAddress, point: PageAddress, size: number): AsyncGenerator<CompareItem> {
+async function* compareItems(
+  deps: Deps,
+  source: PageAddress,
+  point: PageAddress,
+  size: number,
+): AsyncGenerator<CompareItem> {
   let difference: Difference | undefined;
   const both = (async function* () {
-    for await (const piece of listChanges(deps.storage, { kind: "compare", first: source, second: point }, 0, size, listerOptions(deps))) {
+    for await (const piece of listChanges(
+      deps.storage,
+      { kind: "compare", first: source, second: point },
+      0,
+      size,
+      listerOptions(deps),
+    )) {
       const firstOnly = piece.writes[0];
       const pointOnly = piece.clears[0];
       const first = [firstOnly, pointOnly].filter(Boolean).sort((a, b) => a!.start - b!.start)[0];
@@ -126,9 +155,13 @@ async function* compareItems(deps: Deps, source: PageAddress, point: PageAddress
           end: first.start + PAGE_SIZE,
           range: first,
           kind: "valid-ranges",
-          detail: inSource ? "valid in the source snapshot but empty in the restore point" : "valid in the restore point but empty in the source snapshot",
+          detail: inSource
+            ? "valid in the source snapshot but empty in the restore point"
+            : "valid in the restore point but empty in the source snapshot",
         };
-        yield piece.both.filter((r) => r.start < first.start).map((r) => ({ start: r.start, end: Math.min(r.end, first.start) }));
+        yield piece.both
+          .filter((r) => r.start < first.start)
+          .map((r) => ({ start: r.start, end: Math.min(r.end, first.start) }));
         return;
       }
       yield piece.both;
@@ -139,7 +172,13 @@ async function* compareItems(deps: Deps, source: PageAddress, point: PageAddress
 }
 
 /** Compares the point with its source snapshot; on a pass its digests are staged into `writer`. */
-async function scanAgainstSource(deps: Deps, point: PageAddress, source: PageAddress, size: number, writer: DigestWriter): Promise<Scan> {
+async function scanAgainstSource(
+  deps: Deps,
+  point: PageAddress,
+  source: PageAddress,
+  size: number,
+  writer: DigestWriter,
+): Promise<Scan> {
   const scan: Scan = { bytesChecked: 0, windowsChecked: 0 };
   try {
     await forEachOrdered(
@@ -150,16 +189,28 @@ async function scanAgainstSource(deps: Deps, point: PageAddress, source: PageAdd
         const parts: Buffer[] = [];
         let difference: Difference | undefined;
         for (const range of item.chunk.ranges) {
-          const [mine, theirs] = await Promise.all([deps.storage.read(point, range), deps.storage.read(source, range)]);
+          const [mine, theirs] = await Promise.all([
+            deps.storage.read(point, range),
+            deps.storage.read(source, range),
+          ]);
           scan.bytesChecked += mine.length;
           if (!difference && !mine.equals(theirs)) {
             const first = differingPages(theirs, mine, range.start)[0] ?? range;
-            difference = { start: first.start, end: first.start + PAGE_SIZE, range: first, kind: "bytes", detail: "bytes differ from the source snapshot" };
+            difference = {
+              start: first.start,
+              end: first.start + PAGE_SIZE,
+              range: first,
+              kind: "bytes",
+              detail: "bytes differ from the source snapshot",
+            };
           }
           parts.push(mine);
         }
         scan.windowsChecked++;
-        return { difference, digest: { index: item.chunk.index, md5: md5Of(parts), ranges: item.chunk.ranges } };
+        return {
+          difference,
+          digest: { index: item.chunk.index, md5: md5Of(parts), ranges: item.chunk.ranges },
+        };
       },
       async (result) => {
         if (result.difference) throw new Found(result.difference);
@@ -174,7 +225,12 @@ async function scanAgainstSource(deps: Deps, point: PageAddress, source: PageAdd
 }
 
 /** Checks the point against its recorded digests, window by window in disk order. */
-export async function scanAgainstDigests(deps: Deps, point: PageAddress, size: number, cursor: DigestCursor): Promise<Scan> {
+export async function scanAgainstDigests(
+  deps: Deps,
+  point: PageAddress,
+  size: number,
+  cursor: DigestCursor,
+): Promise<Scan> {
   const scan: Scan = { bytesChecked: 0, windowsChecked: 0 };
   const planned = (async function* () {
     for await (const chunk of validChunks(deps.storage, point, 0, size, listerOptions(deps))) {
@@ -217,7 +273,11 @@ export interface VerifyOptions {
   point?: string;
 }
 
-export async function verifyPoint(deps: Deps, diskId: string, options: VerifyOptions = {}): Promise<VerifyResult> {
+export async function verifyPoint(
+  deps: Deps,
+  diskId: string,
+  options: VerifyOptions = {},
+): Promise<VerifyResult> {
   const disk = await requireDisk(deps, diskId);
   const selected = await selectPoint(deps.lineage, diskId, options.point ?? "latest");
   // Held while it is read, so retention does not delete it under a long verify.
@@ -235,9 +295,17 @@ async function verifyHeld(deps: Deps, disk: DiskRecord, point: RestorePointRecor
   const backup = backupLocation(disk);
   const pointAddress: PageAddress = { kind: "blob", location: backup, snapshot: point.backupSnapshot };
   const props = await deps.storage.properties(pointAddress);
-  if (!props) throw new UnverifiableError(`restore point ${point.id}: its backup snapshot ${point.backupSnapshot} is gone; nothing to verify`);
+  if (!props)
+    throw new UnverifiableError(
+      `restore point ${point.id}: its backup snapshot ${point.backupSnapshot} is gone; nothing to verify`,
+    );
   const size = props.size;
-  const base = { diskId: disk.id, pointId: point.id, backupSnapshot: point.backupSnapshot, sourceSnapshot: point.sourceSnapshot };
+  const base = {
+    diskId: disk.id,
+    pointId: point.id,
+    backupSnapshot: point.backupSnapshot,
+    sourceSnapshot: point.sourceSnapshot,
+  };
   let result: VerifyResult;
   const source = await openSourceSnapshot(deps, disk, point);
   if (source) {
@@ -249,9 +317,23 @@ async function verifyHeld(deps: Deps, disk: DiskRecord, point: RestorePointRecor
       if (sourceSize !== size) {
         const at = Math.min(sourceSize ?? 0, size);
         const end = Math.max(sourceSize ?? 0, size);
-        scan = { bytesChecked: 0, windowsChecked: 0, difference: { start: at, end, range: { start: at, end }, kind: "size", detail: `the source snapshot is ${sourceSize} bytes, the restore point ${size}` } };
+        scan = {
+          bytesChecked: 0,
+          windowsChecked: 0,
+          difference: {
+            start: at,
+            end,
+            range: { start: at, end },
+            kind: "size",
+            detail: `the source snapshot is ${sourceSize} bytes, the restore point ${size}`,
+          },
+        };
       } else {
-        const writer = new DigestWriter(deps.storage, digestsLocation(backup, point.id), { diskId: disk.id, pointId: point.id, backupSnapshot: point.backupSnapshot });
+        const writer = new DigestWriter(deps.storage, digestsLocation(backup, point.id), {
+          diskId: disk.id,
+          pointId: point.id,
+          backupSnapshot: point.backupSnapshot,
+        });
         scan = await scanAgainstSource(deps, pointAddress, source.address, size, writer);
         if (!scan.difference) {
           await writer.finish(size);
@@ -270,13 +352,34 @@ async function verifyHeld(deps: Deps, disk: DiskRecord, point: RestorePointRecor
       );
     }
     deps.log.info(`verifying ${point.id} against the digests in ${point.digestsUrl}`);
-    const opened = await openDigests(deps.storage, digestsLocation(backup, point.id), point.backupSnapshot, size);
+    const opened = await openDigests(
+      deps.storage,
+      digestsLocation(backup, point.id),
+      point.backupSnapshot,
+      size,
+    );
     if (!opened.ok) {
       if (opened.gone) throw new UnverifiableError(`restore point ${point.id}: ${opened.why}`);
-      const scan: Scan = { bytesChecked: 0, windowsChecked: 0, difference: { start: 0, end: size, range: { start: 0, end: size }, kind: "digest", detail: opened.why } };
+      const scan: Scan = {
+        bytesChecked: 0,
+        windowsChecked: 0,
+        difference: {
+          start: 0,
+          end: size,
+          range: { start: 0, end: size },
+          kind: "digest",
+          detail: opened.why,
+        },
+      };
       result = finish(base, "digests", scan, deps.now(), point.digestsUrl);
     } else {
-      result = finish(base, "digests", await scanAgainstDigests(deps, pointAddress, size, opened.cursor), deps.now(), point.digestsUrl);
+      result = finish(
+        base,
+        "digests",
+        await scanAgainstDigests(deps, pointAddress, size, opened.cursor),
+        deps.now(),
+        point.digestsUrl,
+      );
     }
   }
   await updatePointRow(deps, point, {
@@ -312,7 +415,8 @@ function finish(
   at: Date,
   digestsUrl: string | undefined,
 ): VerifyResult {
-  const against = method === "source-snapshot" ? `source snapshot ${base.sourceSnapshot}` : "recorded digests";
+  const against =
+    method === "source-snapshot" ? `source snapshot ${base.sourceSnapshot}` : "recorded digests";
   const summary = scan.difference
     ? `failed against ${against}: ${describeDifference(scan.difference)}`
     : `ok: equals ${against} (${scan.windowsChecked} windows, ${scan.bytesChecked} bytes)`;

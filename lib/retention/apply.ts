@@ -24,7 +24,13 @@ import type { Deps } from "../deps";
 import { digestsLocation } from "../digests/format";
 import { backupLocation } from "../lineage/locations";
 import { pointTime, type RestorePointRecord } from "../lineage/types";
-import { describePolicy, planRetention, policyOf, type RetentionDecision, type RetentionPolicy } from "./policy";
+import {
+  describePolicy,
+  planRetention,
+  policyOf,
+  type RetentionDecision,
+  type RetentionPolicy,
+} from "./policy";
 
 export interface RetentionOptions {
   dryRun?: boolean;
@@ -48,7 +54,11 @@ export interface RetentionResult {
   spared: Array<{ id: string; reason: string }>;
 }
 
-export async function applyRetention(deps: Deps, diskId: string, options: RetentionOptions = {}): Promise<RetentionResult> {
+export async function applyRetention(
+  deps: Deps,
+  diskId: string,
+  options: RetentionOptions = {},
+): Promise<RetentionResult> {
   const disk = await deps.lineage.getDisk(diskId);
   if (!disk) throw new NotFoundError(`disk ${diskId} is not registered`, "diskId");
   const retention = policyOf(disk);
@@ -77,11 +87,16 @@ export async function applyRetention(deps: Deps, diskId: string, options: Retent
     spared: [],
   };
   if (options.dryRun) return result;
-  await unmarkKept(deps, plan.keep.map((k) => byId.get(k.id)!).filter((p) => p.deletingSince));
+  await unmarkKept(
+    deps,
+    plan.keep.map((k) => byId.get(k.id)!).filter((p) => p.deletingSince),
+  );
   if (plan.delete.length === 0) return result;
 
   const backup = backupLocation(disk);
-  deps.log.info(`retention of disk ${diskId} (${describePolicy(retention)}): deleting ${plan.delete.length} of ${plural(points.length, "restore point")}`);
+  deps.log.info(
+    `retention of disk ${diskId} (${describePolicy(retention)}): deleting ${plan.delete.length} of ${plural(points.length, "restore point")}`,
+  );
   // Oldest first: an interrupted apply has thinned the far past, not left holes among recent points.
   for (const d of [...plan.delete].reverse()) {
     const marked = await markForDeletion(deps, diskId, d.id);
@@ -117,7 +132,11 @@ const MARK_ATTEMPTS = 8;
  * mark race on the same ETag, so either the reader's hold landed first (the point is spared) or
  * the mark did (the reader's hold fails and it reads nothing). Undefined when the row is gone.
  */
-async function markForDeletion(deps: Deps, diskId: string, pointId: string): Promise<{ point: RestorePointRecord } | { spare: string } | undefined> {
+async function markForDeletion(
+  deps: Deps,
+  diskId: string,
+  pointId: string,
+): Promise<{ point: RestorePointRecord } | { spare: string } | undefined> {
   return retryOnConflict(MARK_ATTEMPTS, async () => {
     const current = await deps.lineage.getPoint(diskId, pointId);
     if (!current) return undefined;
@@ -143,6 +162,7 @@ async function unmarkKept(deps: Deps, points: RestorePointRecord[]): Promise<voi
 }
 
 function spareReason(point: RestorePointRecord, now: Date): string | undefined {
-  if (point.readingUntil && Date.parse(point.readingUntil) > now.getTime()) return `a restore reads it until ${point.readingUntil}`;
+  if (point.readingUntil && Date.parse(point.readingUntil) > now.getTime())
+    return `a restore reads it until ${point.readingUntil}`;
   return undefined;
 }

@@ -28,7 +28,10 @@ export class SourceCatalog implements Sources {
 
   of(disk: { id: string; sourceUrl: string; sourceDiskId?: string }): Source {
     if (disk.sourceDiskId) {
-      if (!this.managed) throw new Error(`disk ${disk.id} is a managed disk, and no Azure Resource Manager access is configured`);
+      if (!this.managed)
+        throw new Error(
+          `disk ${disk.id} is a managed disk, and no Azure Resource Manager access is configured`,
+        );
       return this.managed.of(disk.id, disk.sourceDiskId);
     }
     return new PageBlobSource(this.storage, parseBlobUrl(disk.sourceUrl, "source"));
@@ -36,7 +39,11 @@ export class SourceCatalog implements Sources {
 
   inspect(raw: string, field: string): Promise<InspectedSource> {
     if (isResourceId(raw)) {
-      if (!this.managed) throw InputError.field(field, "managed disks need Azure Resource Manager access, which is not configured here");
+      if (!this.managed)
+        throw InputError.field(
+          field,
+          "managed disks need Azure Resource Manager access, which is not configured here",
+        );
       return this.managed.inspect(raw.trim(), field);
     }
     return inspectPageBlob(this.storage, raw, field, this.hosts);

@@ -36,7 +36,11 @@ export class PageBlobSource implements Source {
   }
 
   async open(snapshotId: string): Promise<OpenedSnapshot> {
-    return { address: { kind: "blob", location: this.location, snapshot: snapshotId }, base: { snapshot: snapshotId }, close: async () => undefined };
+    return {
+      address: { kind: "blob", location: this.location, snapshot: snapshotId },
+      base: { snapshot: snapshotId },
+      close: async () => undefined,
+    };
   }
 
   async deleteSnapshot(snapshotId: string): Promise<void> {
@@ -45,7 +49,12 @@ export class PageBlobSource implements Source {
 }
 
 /** Checks a page blob given as a disk's source: a URL on an accepted host, an existing page blob, reachable. */
-export async function inspectPageBlob(storage: PageStore, raw: string, field: string, hosts: HostPolicy): Promise<InspectedSource> {
+export async function inspectPageBlob(
+  storage: PageStore,
+  raw: string,
+  field: string,
+  hosts: HostPolicy,
+): Promise<InspectedSource> {
   const location = parseBlobUrl(raw, field, hosts);
   let props;
   try {
@@ -55,7 +64,10 @@ export async function inspectPageBlob(storage: PageStore, raw: string, field: st
   }
   if (!props) throw InputError.field(field, `${location.url} was not found (BlobNotFound)`);
   if (props.blobType !== "PageBlob") {
-    throw InputError.field(field, `${location.url} is a ${props.blobType ?? "non-page"} blob; diskdelta protects page blobs (VM disks) and managed disks`);
+    throw InputError.field(
+      field,
+      `${location.url} is a ${props.blobType ?? "non-page"} blob; diskdelta protects page blobs (VM disks) and managed disks`,
+    );
   }
   return { kind: "page-blob", sourceUrl: location.url, size: props.size };
 }

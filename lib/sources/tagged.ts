@@ -21,7 +21,11 @@ export function tags(diskId: string, runId: string): Record<string, string> {
   return { [DISK_TAG]: diskId, [RUN_TAG]: runId };
 }
 
-export async function taggedSnapshots(storage: PageStore, blob: BlobLocation, diskId: string): Promise<TaggedSnapshot[]> {
+export async function taggedSnapshots(
+  storage: PageStore,
+  blob: BlobLocation,
+  diskId: string,
+): Promise<TaggedSnapshot[]> {
   const found = await storage.listSnapshots(blob);
   return found
     .filter((s) => s.metadata[DISK_TAG] === diskId)
@@ -29,7 +33,12 @@ export async function taggedSnapshots(storage: PageStore, blob: BlobLocation, di
 }
 
 /** The run's tagged snapshot of `blob` if one exists (a crash after taking it), else a new one. */
-export async function adoptOrTakeSnapshot(storage: PageStore, blob: BlobLocation, diskId: string, runId: string): Promise<string> {
+export async function adoptOrTakeSnapshot(
+  storage: PageStore,
+  blob: BlobLocation,
+  diskId: string,
+  runId: string,
+): Promise<string> {
   const existing = (await taggedSnapshots(storage, blob, diskId)).find((s) => s.runId === runId);
   if (existing) return existing.id;
   return storage.snapshot({ kind: "blob", location: blob }, tags(diskId, runId));

@@ -26,7 +26,19 @@ import { STORAGE_SCOPE, type AzureCredentials } from "../azure/credentials";
 import { errorInfo } from "../core/retry";
 import { fromInclusive, normalize, WINDOW_SIZE, type PageRange } from "../ranges";
 import { StorageError } from "./errors";
-import { describeAddress, type BlobAddress, type Block, type BlobProperties, type DiffBase, type ListOptions, type PageAddress, type PageStore, type RangePage, type SnapshotInfo, type WriteConditions } from "./port";
+import {
+  describeAddress,
+  type BlobAddress,
+  type Block,
+  type BlobProperties,
+  type DiffBase,
+  type ListOptions,
+  type PageAddress,
+  type PageStore,
+  type RangePage,
+  type SnapshotInfo,
+  type WriteConditions,
+} from "./port";
 import { hostProblem, type BlobLocation } from "./urls";
 
 export interface AzureStoreOptions {
@@ -54,7 +66,14 @@ export function toStorageError(op: string, target: string, err: unknown): Storag
   const { status, code, message } = errorInfo(err);
   const name = (err as Error | undefined)?.name;
   if (name === "AbortError" && status === undefined) {
-    return new StorageError(op, target, undefined, "HeadersTimedOut", "no answer before the request deadline", true);
+    return new StorageError(
+      op,
+      target,
+      undefined,
+      "HeadersTimedOut",
+      "no answer before the request deadline",
+      true,
+    );
   }
   // Storage error messages are "<text>\nRequestId:…"; only the text is worth showing.
   return new StorageError(op, target, status, code, scrub(message.replace(/\s*RequestId:.*$/s, "")));
@@ -62,7 +81,10 @@ export function toStorageError(op: string, target: string, err: unknown): Storag
 
 export class AzureStore implements PageStore {
   private readonly services = new Map<string, BlobServiceClient>();
-  private readonly sourceAuth = new Map<string, { at: number; value: Promise<{ url: string; bearer?: string }> }>();
+  private readonly sourceAuth = new Map<
+    string,
+    { at: number; value: Promise<{ url: string; bearer?: string }> }
+  >();
 
   constructor(
     private readonly credentials: AzureCredentials,
@@ -90,8 +112,11 @@ export class AzureStore implements PageStore {
   }
 
   private pageBlob(a: PageAddress): PageBlobClient {
-    if (a.kind === "sas") return new PageBlobClient(a.url.reveal(), new AnonymousCredential(), this.pipelineOptions());
-    const client = this.service(a.location).getContainerClient(a.location.container).getPageBlobClient(a.location.blob);
+    if (a.kind === "sas")
+      return new PageBlobClient(a.url.reveal(), new AnonymousCredential(), this.pipelineOptions());
+    const client = this.service(a.location)
+      .getContainerClient(a.location.container)
+      .getPageBlobClient(a.location.blob);
     return a.snapshot ? client.withSnapshot(a.snapshot) : client;
   }
 
@@ -115,7 +140,9 @@ export class AzureStore implements PageStore {
 
   async properties(a: PageAddress): Promise<BlobProperties | undefined> {
     try {
-      const p = await this.call("get properties of", describeAddress(a), (abortSignal) => this.pageBlob(a).getProperties({ abortSignal }));
+      const p = await this.call("get properties of", describeAddress(a), (abortSignal) =>
+        this.pageBlob(a).getProperties({ abortSignal }),
+      );
       return {
         size: p.contentLength ?? 0,
         blobType: p.blobType,
@@ -132,10 +159,16 @@ export class AzureStore implements PageStore {
 
   async ensureContainer(location: BlobLocation): Promise<void> {
     const container = this.service(location).getContainerClient(location.container);
-    await this.call("create container", `${location.serviceUrl}/${location.container}`, (abortSignal) => container.createIfNotExists({ abortSignal }));
+    await this.call("create container", `${location.serviceUrl}/${location.container}`, (abortSignal) =>
+      container.createIfNotExists({ abortSignal }),
+    );
   }
 
-  async create(a: PageAddress, size: number, options: { ifNotExists?: boolean; metadata?: Record<string, string> } = {}): Promise<void> {
+  async create(
+    a: PageAddress,
+    size: number,
+    options: { ifNotExists?: boolean; metadata?: Record<string, string> } = {},
+  ): Promise<void> {
     await this.call("create", describeAddress(a), (abortSignal) =>
       this.pageBlob(a).create(size, {
         abortSignal,
@@ -146,7 +179,9 @@ export class AzureStore implements PageStore {
   }
 
   async resize(a: PageAddress, size: number): Promise<void> {
-    await this.call(`resize to ${size} bytes`, describeAddress(a), (abortSignal) => this.pageBlob(a).resize(size, { abortSignal }));
+    await this.call(`resize to ${size} bytes`, describeAddress(a), (abortSignal) =>
+      this.pageBlob(a).resize(size, { abortSignal }),
+    );
   }
 
   async setSequenceNumber(a: BlobAddress, value: number): Promise<void> {
@@ -168,8 +203,17 @@ export class AzureStore implements PageStore {
   }
 
   async snapshot(a: BlobAddress, metadata: Record<string, string>): Promise<string> {
-    const created = await this.call("snapshot", describeAddress(a), (abortSignal) => this.pageBlob(a).createSnapshot({ abortSignal, metadata }));
-    if (!created.snapshot) throw new StorageError("snapshot", describeAddress(a), undefined, undefined, "the service returned no snapshot id");
+    const created = await this.call("snapshot", describeAddress(a), (abortSignal) =>
+      this.pageBlob(a).createSnapshot({ abortSignal, metadata }),
+    );
+    if (!created.snapshot)
+      throw new StorageError(
+        "snapshot",
+        describeAddress(a),
+        undefined,
+        undefined,
+        "the service returned no snapshot id",
+      );
     return created.snapshot;
   }
 
@@ -177,8 +221,14 @@ export class AzureStore implements PageStore {
     const container = this.service(location).getContainerClient(location.container);
     return this.call("list the snapshots of", location.url, async (abortSignal) => {
       const found: SnapshotInfo[] = [];
-      for await (const item of container.listBlobsFlat({ prefix: location.blob, includeSnapshots: true, includeMetadata: true, abortSignal })) {
-        if (item.name === location.blob && item.snapshot) found.push({ snapshot: item.snapshot, metadata: item.metadata ?? {} });
+      for await (const item of container.listBlobsFlat({
+        prefix: location.blob,
+        includeSnapshots: true,
+        includeMetadata: true,
+        abortSignal,
+      })) {
+        if (item.name === location.blob && item.snapshot)
+          found.push({ snapshot: item.snapshot, metadata: item.metadata ?? {} });
       }
       return found;
     });
@@ -188,7 +238,12 @@ export class AzureStore implements PageStore {
     op: string,
     a: PageAddress,
     range: PageRange,
-    open: (signal: AbortSignal) => AsyncIterableIterator<{ pageRange?: { start: number; end: number }[]; clearRange?: { start: number; end: number }[]; continuationToken?: string; _response: { headers: { get(name: string): string | undefined } } }>,
+    open: (signal: AbortSignal) => AsyncIterableIterator<{
+      pageRange?: { start: number; end: number }[];
+      clearRange?: { start: number; end: number }[];
+      continuationToken?: string;
+      _response: { headers: { get(name: string): string | undefined } };
+    }>,
   ): Promise<RangePage> {
     const page = await this.call(op, `${describeAddress(a)} ${span(range)}`, async (signal) => {
       const result = await open(signal).next();
@@ -197,7 +252,10 @@ export class AzureStore implements PageStore {
     if (!page) return { ranges: [], clears: [] };
     const clip = (list: { start: number; end: number }[] | undefined) =>
       normalize(
-        (list ?? []).map(fromInclusive).map((r) => ({ start: Math.max(r.start, range.start), end: Math.min(r.end, range.end) })).filter((r) => r.start < r.end),
+        (list ?? [])
+          .map(fromInclusive)
+          .map((r) => ({ start: Math.max(r.start, range.start), end: Math.min(r.end, range.end) }))
+          .filter((r) => r.start < r.end),
       );
     return {
       ranges: clip(page.pageRange),
@@ -210,7 +268,9 @@ export class AzureStore implements PageStore {
   listRanges(a: PageAddress, range: PageRange, options: ListOptions = {}): Promise<RangePage> {
     const blob = this.pageBlob(a);
     return this.rangePage("list the page ranges of", a, range, (abortSignal) =>
-      blob.listPageRanges(range.start, range.end - range.start, { abortSignal }).byPage({ continuationToken: options.marker, maxPageSize: options.maxResults }),
+      blob
+        .listPageRanges(range.start, range.end - range.start, { abortSignal })
+        .byPage({ continuationToken: options.marker, maxPageSize: options.maxResults }),
     );
   }
 
@@ -218,7 +278,9 @@ export class AzureStore implements PageStore {
     const blob = this.pageBlob(a);
     if ("previousUrl" in base) return this.managedDiff(a, blob, range, base.previousUrl.reveal());
     return this.rangePage("list the page-range diff of", a, range, (abortSignal) =>
-      blob.listPageRangesDiff(range.start, range.end - range.start, base.snapshot, { abortSignal }).byPage({ continuationToken: options.marker, maxPageSize: options.maxResults }),
+      blob
+        .listPageRangesDiff(range.start, range.end - range.start, base.snapshot, { abortSignal })
+        .byPage({ continuationToken: options.marker, maxPageSize: options.maxResults }),
     );
   }
 
@@ -227,23 +289,49 @@ export class AzureStore implements PageStore {
    * SDK sends no continuation marker with this form, so an answer that says it has more is taken
    * as "too much for one call": the span is halved and each half asked again (down to one window).
    */
-  private async managedDiff(a: PageAddress, blob: PageBlobClient, range: PageRange, previousUrl: string): Promise<RangePage> {
-    const response = await this.call("list the page-range diff of", `${describeAddress(a)} ${span(range)}`, (abortSignal) =>
-      blob.getPageRangesDiffForManagedDisks(range.start, range.end - range.start, previousUrl, { abortSignal }),
+  private async managedDiff(
+    a: PageAddress,
+    blob: PageBlobClient,
+    range: PageRange,
+    previousUrl: string,
+  ): Promise<RangePage> {
+    const response = await this.call(
+      "list the page-range diff of",
+      `${describeAddress(a)} ${span(range)}`,
+      (abortSignal) =>
+        blob.getPageRangesDiffForManagedDisks(range.start, range.end - range.start, previousUrl, {
+          abortSignal,
+        }),
     );
     const more = (response as { continuationToken?: string }).continuationToken;
     if (more && range.end - range.start > WINDOW_SIZE) {
-      const mid = range.start + Math.max(WINDOW_SIZE, Math.floor((range.end - range.start) / 2 / WINDOW_SIZE) * WINDOW_SIZE);
-      const [left, right] = [await this.managedDiff(a, blob, { start: range.start, end: mid }, previousUrl), await this.managedDiff(a, blob, { start: mid, end: range.end }, previousUrl)];
-      return { ranges: [...left.ranges, ...right.ranges], clears: [...left.clears, ...right.clears], server: left.server };
+      const mid =
+        range.start +
+        Math.max(WINDOW_SIZE, Math.floor((range.end - range.start) / 2 / WINDOW_SIZE) * WINDOW_SIZE);
+      const [left, right] = [
+        await this.managedDiff(a, blob, { start: range.start, end: mid }, previousUrl),
+        await this.managedDiff(a, blob, { start: mid, end: range.end }, previousUrl),
+      ];
+      return {
+        ranges: [...left.ranges, ...right.ranges],
+        clears: [...left.clears, ...right.clears],
+        server: left.server,
+      };
     }
     const clip = (list: Array<{ offset: number; count?: number }> | undefined) =>
       normalize(
         (list ?? [])
-          .map((r) => ({ start: Math.max(r.offset, range.start), end: Math.min(r.offset + (r.count ?? 0), range.end) }))
+          .map((r) => ({
+            start: Math.max(r.offset, range.start),
+            end: Math.min(r.offset + (r.count ?? 0), range.end),
+          }))
           .filter((r) => r.start < r.end),
       );
-    return { ranges: clip(response.pageRange), clears: clip(response.clearRange), server: response._response.headers.get("server") };
+    return {
+      ranges: clip(response.pageRange),
+      clears: clip(response.clearRange),
+      server: response._response.headers.get("server"),
+    };
   }
 
   async read(a: PageAddress, range: PageRange): Promise<Buffer> {
@@ -252,22 +340,41 @@ export class AzureStore implements PageStore {
     if (count > WINDOW_SIZE) throw new Error(`read of ${target}: more than 4 MiB in one read`);
     if (count === 0) return Buffer.alloc(0);
     const response = await this.call("read", target, (abortSignal) =>
-      this.pageBlob(a).download(range.start, count, { abortSignal, rangeGetContentMD5: true, maxRetryRequests: 0 }),
+      this.pageBlob(a).download(range.start, count, {
+        abortSignal,
+        rangeGetContentMD5: true,
+        maxRetryRequests: 0,
+      }),
     );
     const body = await this.readBody(response.readableStreamBody, count, "read", target);
     if (response.contentMD5) {
       const md5 = crypto.createHash("md5").update(body).digest();
       if (!Buffer.from(response.contentMD5).equals(md5)) {
         // Corrupted in transit: a retry reads it again.
-        throw new StorageError("read", target, undefined, "Md5Mismatch", "the bytes do not match the range MD5 the service sent", true);
+        throw new StorageError(
+          "read",
+          target,
+          undefined,
+          "Md5Mismatch",
+          "the bytes do not match the range MD5 the service sent",
+          true,
+        );
       }
     }
     return body;
   }
 
   /** Reads exactly `count` bytes under the stall watchdog; a stall, an early end or extra bytes are retryable errors. */
-  private readBody(stream: NodeJS.ReadableStream | undefined, count: number, op: string, target: string): Promise<Buffer> {
-    if (!stream) return Promise.reject(new StorageError(op, target, undefined, "BodyCut", "the response had no body", true));
+  private readBody(
+    stream: NodeJS.ReadableStream | undefined,
+    count: number,
+    op: string,
+    target: string,
+  ): Promise<Buffer> {
+    if (!stream)
+      return Promise.reject(
+        new StorageError(op, target, undefined, "BodyCut", "the response had no body", true),
+      );
     const readable = stream as NodeJS.ReadableStream & { destroy(error?: Error): void };
     const buffer = Buffer.allocUnsafe(count);
     let offset = 0;
@@ -284,48 +391,104 @@ export class AzureStore implements PageStore {
         } else resolve(buffer);
       };
       const stall = () =>
-        finish(new StorageError(op, target, undefined, "BodyStalled", `the body stopped after ${offset} of ${count} bytes for ${this.options.bodyStallMs / 1000} s`, true));
+        finish(
+          new StorageError(
+            op,
+            target,
+            undefined,
+            "BodyStalled",
+            `the body stopped after ${offset} of ${count} bytes for ${this.options.bodyStallMs / 1000} s`,
+            true,
+          ),
+        );
       let timer = setTimeout(stall, this.options.bodyStallMs);
       timer.unref();
       readable.on("data", (piece: Buffer) => {
         clearTimeout(timer);
         timer = setTimeout(stall, this.options.bodyStallMs);
         timer.unref();
-        if (offset + piece.length > count) return finish(new StorageError(op, target, undefined, "BodyCut", "the body is longer than asked", true));
+        if (offset + piece.length > count)
+          return finish(
+            new StorageError(op, target, undefined, "BodyCut", "the body is longer than asked", true),
+          );
         piece.copy(buffer, offset);
         offset += piece.length;
       });
       readable.once("end", () =>
-        offset === count ? finish() : finish(new StorageError(op, target, undefined, "BodyCut", `the body ended after ${offset} of ${count} bytes`, true)),
+        offset === count
+          ? finish()
+          : finish(
+              new StorageError(
+                op,
+                target,
+                undefined,
+                "BodyCut",
+                `the body ended after ${offset} of ${count} bytes`,
+                true,
+              ),
+            ),
       );
       readable.once("error", (err: Error) =>
-        finish(new StorageError(op, target, undefined, "BodyCut", `the body broke after ${offset} of ${count} bytes (${errorInfo(err).code ?? err.message})`, true)),
+        finish(
+          new StorageError(
+            op,
+            target,
+            undefined,
+            "BodyCut",
+            `the body broke after ${offset} of ${count} bytes (${errorInfo(err).code ?? err.message})`,
+            true,
+          ),
+        ),
       );
       readable.once("close", () => {
-        if (offset !== count) finish(new StorageError(op, target, undefined, "BodyCut", `the connection closed after ${offset} of ${count} bytes`, true));
+        if (offset !== count)
+          finish(
+            new StorageError(
+              op,
+              target,
+              undefined,
+              "BodyCut",
+              `the connection closed after ${offset} of ${count} bytes`,
+              true,
+            ),
+          );
       });
     });
   }
 
   async write(a: PageAddress, offset: number, data: Buffer, conditions: WriteConditions = {}): Promise<void> {
     const md5 = crypto.createHash("md5").update(data).digest();
-    await this.call("write", `${describeAddress(a)} ${span({ start: offset, end: offset + data.length })}`, (abortSignal) =>
-      this.pageBlob(a).uploadPages(data, offset, data.length, {
-        abortSignal,
-        transactionalContentMD5: md5,
-        conditions: conditions.fence === undefined ? undefined : { ifSequenceNumberEqualTo: conditions.fence },
-      }),
+    await this.call(
+      "write",
+      `${describeAddress(a)} ${span({ start: offset, end: offset + data.length })}`,
+      (abortSignal) =>
+        this.pageBlob(a).uploadPages(data, offset, data.length, {
+          abortSignal,
+          transactionalContentMD5: md5,
+          conditions:
+            conditions.fence === undefined ? undefined : { ifSequenceNumberEqualTo: conditions.fence },
+        }),
     );
   }
 
-  async writeFrom(a: PageAddress, offset: number, source: PageAddress, length: number, conditions: WriteConditions = {}): Promise<void> {
+  async writeFrom(
+    a: PageAddress,
+    offset: number,
+    source: PageAddress,
+    length: number,
+    conditions: WriteConditions = {},
+  ): Promise<void> {
     const auth = await this.authorizeSource(source);
-    await this.call("copy into", `${describeAddress(a)} ${span({ start: offset, end: offset + length })} from ${describeAddress(source)}`, (abortSignal) =>
-      this.pageBlob(a).uploadPagesFromURL(auth.url, offset, offset, length, {
-        abortSignal,
-        sourceAuthorization: auth.bearer ? { scheme: "Bearer", value: auth.bearer } : undefined,
-        conditions: conditions.fence === undefined ? undefined : { ifSequenceNumberEqualTo: conditions.fence },
-      }),
+    await this.call(
+      "copy into",
+      `${describeAddress(a)} ${span({ start: offset, end: offset + length })} from ${describeAddress(source)}`,
+      (abortSignal) =>
+        this.pageBlob(a).uploadPagesFromURL(auth.url, offset, offset, length, {
+          abortSignal,
+          sourceAuthorization: auth.bearer ? { scheme: "Bearer", value: auth.bearer } : undefined,
+          conditions:
+            conditions.fence === undefined ? undefined : { ifSequenceNumberEqualTo: conditions.fence },
+        }),
     );
   }
 
@@ -360,7 +523,8 @@ export class AzureStore implements PageStore {
       return { url: `${url}${url.includes("?") ? "&" : "?"}${sas}` };
     }
     const token = await this.credentials.identity().getToken(STORAGE_SCOPE);
-    if (!token) throw new StorageError("authorize", loc.url, undefined, undefined, "could not get a token to read it");
+    if (!token)
+      throw new StorageError("authorize", loc.url, undefined, undefined, "could not get a token to read it");
     return { url, bearer: token.token };
   }
 
@@ -368,7 +532,8 @@ export class AzureStore implements PageStore {
     await this.call("clear", `${describeAddress(a)} ${span(range)}`, (abortSignal) =>
       this.pageBlob(a).clearPages(range.start, range.end - range.start, {
         abortSignal,
-        conditions: conditions.fence === undefined ? undefined : { ifSequenceNumberEqualTo: conditions.fence },
+        conditions:
+          conditions.fence === undefined ? undefined : { ifSequenceNumberEqualTo: conditions.fence },
       }),
     );
   }
@@ -376,19 +541,30 @@ export class AzureStore implements PageStore {
   async putBlock(location: BlobLocation, id: string, data: Buffer): Promise<void> {
     const md5 = crypto.createHash("md5").update(data).digest();
     await this.call("stage a block of", location.url, (abortSignal) =>
-      this.blockBlob(location).stageBlock(id, data, data.length, { abortSignal, transactionalContentMD5: md5 }),
+      this.blockBlob(location).stageBlock(id, data, data.length, {
+        abortSignal,
+        transactionalContentMD5: md5,
+      }),
     );
   }
 
   async commitBlocks(location: BlobLocation, ids: string[], metadata: Record<string, string>): Promise<void> {
-    await this.call("commit the blocks of", location.url, (abortSignal) => this.blockBlob(location).commitBlockList(ids, { abortSignal, metadata }));
+    await this.call("commit the blocks of", location.url, (abortSignal) =>
+      this.blockBlob(location).commitBlockList(ids, { abortSignal, metadata }),
+    );
   }
 
-  async blocks(location: BlobLocation): Promise<{ blocks: Block[]; metadata: Record<string, string> } | undefined> {
+  async blocks(
+    location: BlobLocation,
+  ): Promise<{ blocks: Block[]; metadata: Record<string, string> } | undefined> {
     const blob = this.blockBlob(location);
     try {
-      const props = await this.call("get properties of", location.url, (abortSignal) => blob.getProperties({ abortSignal }));
-      const list = await this.call("list the blocks of", location.url, (abortSignal) => blob.getBlockList("committed", { abortSignal }));
+      const props = await this.call("get properties of", location.url, (abortSignal) =>
+        blob.getProperties({ abortSignal }),
+      );
+      const list = await this.call("list the blocks of", location.url, (abortSignal) =>
+        blob.getBlockList("committed", { abortSignal }),
+      );
       return {
         blocks: (list.committedBlocks ?? []).map((b) => ({ id: b.name, size: b.size })),
         metadata: props.metadata ?? {},

@@ -16,7 +16,11 @@ export class StorageError extends Error {
     /** Set for failures a retry may cure that carry no HTTP status (a stalled or cut body). */
     readonly retryable?: boolean,
   ) {
-    const what = code ? `${code}${statusCode ? ` (${statusCode})` : ""}` : statusCode ? `HTTP ${statusCode}` : "";
+    const what = code
+      ? `${code}${statusCode ? ` (${statusCode})` : ""}`
+      : statusCode
+        ? `HTTP ${statusCode}`
+        : "";
     super(`${op} ${target}: ${[what, detail].filter(Boolean).join(" ")}`.trim());
     this.name = "StorageError";
   }

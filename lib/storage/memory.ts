@@ -11,7 +11,19 @@
 import crypto from "node:crypto";
 import { PAGE_SIZE, WINDOW_SIZE, type PageRange } from "../ranges";
 import { StorageError } from "./errors";
-import { describeAddress, type BlobAddress, type Block, type BlobProperties, type DiffBase, type ListOptions, type PageAddress, type PageStore, type RangePage, type SnapshotInfo, type WriteConditions } from "./port";
+import {
+  describeAddress,
+  type BlobAddress,
+  type Block,
+  type BlobProperties,
+  type DiffBase,
+  type ListOptions,
+  type PageAddress,
+  type PageStore,
+  type RangePage,
+  type SnapshotInfo,
+  type WriteConditions,
+} from "./port";
 import type { BlobLocation } from "./urls";
 
 export const MEMORY_SERVER = "diskdelta-memory";
@@ -68,7 +80,8 @@ export class MemoryStore implements PageStore {
   private resolve(a: PageAddress, op: string): BlobAddress {
     if (a.kind === "blob") return a;
     const to = this.sas.get(a.url.reveal());
-    if (!to) fail(op, a.label, 403, "AuthenticationFailed", "the SAS is not valid (revoked or never granted)");
+    if (!to)
+      fail(op, a.label, 403, "AuthenticationFailed", "the SAS is not valid (revoked or never granted)");
     return to;
   }
 
@@ -87,7 +100,11 @@ export class MemoryStore implements PageStore {
     return { blob, v, at };
   }
 
-  private writable(a: PageAddress, op: string, conditions?: WriteConditions): { blob: Blob; at: BlobAddress } {
+  private writable(
+    a: PageAddress,
+    op: string,
+    conditions?: WriteConditions,
+  ): { blob: Blob; at: BlobAddress } {
     const { blob, at } = this.version(a, op);
     if (at.snapshot) fail(op, describeAddress(a), 400, "OperationNotAllowedOnSnapshot");
     if (conditions?.fence !== undefined && blob.sequenceNumber !== conditions.fence) {
@@ -98,7 +115,11 @@ export class MemoryStore implements PageStore {
 
   /** Every blob and snapshot this store holds, for tests that look for leaks. */
   inventory(): Array<{ url: string; snapshots: string[]; metadata: Record<string, string> }> {
-    return [...this.blobs.entries()].map(([url, b]) => ({ url, snapshots: [...b.snapshots.keys()], metadata: b.live.metadata }));
+    return [...this.blobs.entries()].map(([url, b]) => ({
+      url,
+      snapshots: [...b.snapshots.keys()],
+      metadata: b.live.metadata,
+    }));
   }
 
   async properties(a: PageAddress): Promise<BlobProperties | undefined> {
@@ -107,7 +128,14 @@ export class MemoryStore implements PageStore {
     if (!b) return undefined;
     const v = at.snapshot ? b.snapshots.get(at.snapshot) : b.live;
     if (!v) return undefined;
-    return { size: v.size, blobType: b.type, sequenceNumber: b.sequenceNumber, metadata: { ...v.metadata }, leased: b.leased, server: MEMORY_SERVER };
+    return {
+      size: v.size,
+      blobType: b.type,
+      sequenceNumber: b.sequenceNumber,
+      metadata: { ...v.metadata },
+      leased: b.leased,
+      server: MEMORY_SERVER,
+    };
   }
 
   /** Takes or releases a lease, as a VM holding the blob as its disk would. */
@@ -121,13 +149,19 @@ export class MemoryStore implements PageStore {
   }
 
   private requireContainer(location: BlobLocation, op: string): void {
-    if (!this.containers.has(`${location.serviceUrl}/${location.container}`)) fail(op, location.url, 404, "ContainerNotFound");
+    if (!this.containers.has(`${location.serviceUrl}/${location.container}`))
+      fail(op, location.url, 404, "ContainerNotFound");
   }
 
-  async create(a: PageAddress, size: number, options: { ifNotExists?: boolean; metadata?: Record<string, string> } = {}): Promise<void> {
+  async create(
+    a: PageAddress,
+    size: number,
+    options: { ifNotExists?: boolean; metadata?: Record<string, string> } = {},
+  ): Promise<void> {
     const at = this.resolve(a, "create");
     this.requireContainer(at.location, "create");
-    if (size % PAGE_SIZE !== 0) fail("create", describeAddress(a), 400, "InvalidHeaderValue", "size is not a multiple of 512");
+    if (size % PAGE_SIZE !== 0)
+      fail("create", describeAddress(a), 400, "InvalidHeaderValue", "size is not a multiple of 512");
     const existing = this.blobs.get(key(at.location));
     if (existing && options.ifNotExists) fail("create", describeAddress(a), 409, "BlobAlreadyExists");
     if (existing?.leased) fail("create", describeAddress(a), 412, "LeaseIdMissing");
@@ -187,7 +221,11 @@ export class MemoryStore implements PageStore {
   async snapshot(a: BlobAddress, metadata: Record<string, string>): Promise<string> {
     const { blob } = this.writable(a, "snapshot");
     const id = this.nextSnapshotId();
-    blob.snapshots.set(id, { size: blob.live.size, cells: new Map(blob.live.cells), metadata: { ...metadata } });
+    blob.snapshots.set(id, {
+      size: blob.live.size,
+      cells: new Map(blob.live.cells),
+      metadata: { ...metadata },
+    });
     return id;
   }
 
@@ -213,11 +251,18 @@ export class MemoryStore implements PageStore {
     const vb = y?.valid[p] === 1;
     if (va !== vb) return false;
     if (!va) return true;
-    return x!.data.compare(y!.data, p * PAGE_SIZE, (p + 1) * PAGE_SIZE, p * PAGE_SIZE, (p + 1) * PAGE_SIZE) === 0;
+    return (
+      x!.data.compare(y!.data, p * PAGE_SIZE, (p + 1) * PAGE_SIZE, p * PAGE_SIZE, (p + 1) * PAGE_SIZE) === 0
+    );
   }
 
   /** Pages of `span` (clipped to the blob) for which `pick` holds, as ranges, from `fromOffset` on. */
-  private scan(v: Version, span: PageRange, pick: (page: number) => boolean, cellsOf: Array<Map<number, Cell>>): PageRange[] {
+  private scan(
+    v: Version,
+    span: PageRange,
+    pick: (page: number) => boolean,
+    cellsOf: Array<Map<number, Cell>>,
+  ): PageRange[] {
     const end = Math.min(span.end, v.size);
     const out: PageRange[] = [];
     // Only cells present in some version can hold a page that matters: walk those, in order.
@@ -260,7 +305,12 @@ export class MemoryStore implements PageStore {
     return this.paginate(ranges, [], options);
   }
 
-  async listDiff(a: PageAddress, span: PageRange, base: DiffBase, options: ListOptions = {}): Promise<RangePage> {
+  async listDiff(
+    a: PageAddress,
+    span: PageRange,
+    base: DiffBase,
+    options: ListOptions = {},
+  ): Promise<RangePage> {
     const op = "list the page-range diff of";
     const { blob, v, at } = this.version(a, op);
     let older: Version | undefined;
@@ -271,14 +321,24 @@ export class MemoryStore implements PageStore {
       const prev = this.sas.get(base.previousUrl.reveal());
       if (!prev) fail(op, describeAddress(a), 409, "PreviousSnapshotNotFound");
       if (key(prev.location) !== key(at.location) || !prev.snapshot) {
-        fail(op, describeAddress(a), 409, "PreviousSnapshotOperationNotSupported", "the previous snapshot is not of the same disk");
+        fail(
+          op,
+          describeAddress(a),
+          409,
+          "PreviousSnapshotOperationNotSupported",
+          "the previous snapshot is not of the same disk",
+        );
       }
       older = blob.snapshots.get(prev.snapshot);
       if (!older) fail(op, describeAddress(a), 409, "PreviousSnapshotNotFound");
     }
-    if (at.snapshot && "snapshot" in base && base.snapshot > at.snapshot) fail(op, describeAddress(a), 400, "PreviousSnapshotCannotBeNewer");
+    if (at.snapshot && "snapshot" in base && base.snapshot > at.snapshot)
+      fail(op, describeAddress(a), 400, "PreviousSnapshotCannotBeNewer");
     const o = older;
-    const writes = this.scan(v, span, (p) => this.pageValid(v, p) && !this.pageEquals(v, o, p), [v.cells, o.cells]);
+    const writes = this.scan(v, span, (p) => this.pageValid(v, p) && !this.pageEquals(v, o, p), [
+      v.cells,
+      o.cells,
+    ]);
     const clears = this.scan(
       { ...v, size: Math.max(v.size, o.size) },
       span,
@@ -293,7 +353,7 @@ export class MemoryStore implements PageStore {
     if (range.end - range.start > WINDOW_SIZE) throw new Error("read of more than 4 MiB");
     if (range.end > v.size) fail("read", describeAddress(a), 416, "InvalidRange");
     const out = Buffer.alloc(range.end - range.start);
-    for (let at = range.start; at < range.end; ) {
+    for (let at = range.start; at < range.end;) {
       const ci = Math.floor(at / CELL);
       const cellEnd = Math.min((ci + 1) * CELL, range.end);
       const cell = v.cells.get(ci);
@@ -306,7 +366,7 @@ export class MemoryStore implements PageStore {
   /** Applies `data` (or a clear, when undefined) to [offset, offset + length) of the live version. */
   private apply(blob: Blob, offset: number, length: number, data: Buffer | undefined): void {
     const cells = new Map(blob.live.cells);
-    for (let at = offset; at < offset + length; ) {
+    for (let at = offset; at < offset + length;) {
       const ci = Math.floor(at / CELL);
       const cellStart = ci * CELL;
       const end = Math.min(cellStart + CELL, offset + length);
@@ -324,10 +384,19 @@ export class MemoryStore implements PageStore {
     blob.live = { ...blob.live, cells };
   }
 
-  private checkRange(op: string, a: PageAddress, blob: Blob, offset: number, length: number, max?: number): void {
-    if (offset % PAGE_SIZE !== 0 || length % PAGE_SIZE !== 0 || length <= 0) fail(op, describeAddress(a), 400, "InvalidPageRange", "not 512-aligned");
+  private checkRange(
+    op: string,
+    a: PageAddress,
+    blob: Blob,
+    offset: number,
+    length: number,
+    max?: number,
+  ): void {
+    if (offset % PAGE_SIZE !== 0 || length % PAGE_SIZE !== 0 || length <= 0)
+      fail(op, describeAddress(a), 400, "InvalidPageRange", "not 512-aligned");
     if (max !== undefined && length > max) fail(op, describeAddress(a), 413, "RequestBodyTooLarge");
-    if (offset + length > blob.live.size) fail(op, describeAddress(a), 416, "InvalidPageRange", "beyond the end of the blob");
+    if (offset + length > blob.live.size)
+      fail(op, describeAddress(a), 416, "InvalidPageRange", "beyond the end of the blob");
   }
 
   async write(a: PageAddress, offset: number, data: Buffer, conditions?: WriteConditions): Promise<void> {
@@ -336,7 +405,13 @@ export class MemoryStore implements PageStore {
     this.apply(blob, offset, data.length, Buffer.from(data));
   }
 
-  async writeFrom(a: PageAddress, offset: number, source: PageAddress, length: number, conditions?: WriteConditions): Promise<void> {
+  async writeFrom(
+    a: PageAddress,
+    offset: number,
+    source: PageAddress,
+    length: number,
+    conditions?: WriteConditions,
+  ): Promise<void> {
     const { blob } = this.writable(a, "copy into", conditions);
     this.checkRange("copy into", a, blob, offset, length, WINDOW_SIZE);
     // Put Page From URL copies the bytes only: empty source pages arrive as written zeros, as on Azure.
@@ -354,7 +429,15 @@ export class MemoryStore implements PageStore {
     let b = this.blobs.get(key(location));
     if (!b && create) {
       this.requireContainer(location, "stage a block of");
-      b = { type: "BlockBlob", live: { size: 0, cells: new Map(), metadata: {} }, snapshots: new Map(), sequenceNumber: 0, leased: false, staged: new Map(), committed: [] };
+      b = {
+        type: "BlockBlob",
+        live: { size: 0, cells: new Map(), metadata: {} },
+        snapshots: new Map(),
+        sequenceNumber: 0,
+        leased: false,
+        staged: new Map(),
+        committed: [],
+      };
       this.blobs.set(key(location), b);
     }
     return b;
@@ -368,18 +451,28 @@ export class MemoryStore implements PageStore {
     const b = this.blockBlob(location, true)!;
     const committed = ids.map((id) => {
       const data = b.staged.get(id) ?? b.committed.find((c) => c.id === id)?.data;
-      if (!data) fail("commit the blocks of", location.url, 400, "InvalidBlockList", `block ${id} was never staged`);
+      if (!data)
+        fail("commit the blocks of", location.url, 400, "InvalidBlockList", `block ${id} was never staged`);
       return { id, data };
     });
     b.committed = committed;
     b.staged.clear();
-    b.live = { size: committed.reduce((n, c) => n + c.data.length, 0), cells: new Map(), metadata: { ...metadata } };
+    b.live = {
+      size: committed.reduce((n, c) => n + c.data.length, 0),
+      cells: new Map(),
+      metadata: { ...metadata },
+    };
   }
 
-  async blocks(location: BlobLocation): Promise<{ blocks: Block[]; metadata: Record<string, string> } | undefined> {
+  async blocks(
+    location: BlobLocation,
+  ): Promise<{ blocks: Block[]; metadata: Record<string, string> } | undefined> {
     const b = this.blobs.get(key(location));
     if (!b || b.type !== "BlockBlob" || b.committed.length === 0) return undefined;
-    return { blocks: b.committed.map((c) => ({ id: c.id, size: c.data.length })), metadata: { ...b.live.metadata } };
+    return {
+      blocks: b.committed.map((c) => ({ id: c.id, size: c.data.length })),
+      metadata: { ...b.live.metadata },
+    };
   }
 
   async readBlob(location: BlobLocation, offset: number, count: number): Promise<Buffer> {

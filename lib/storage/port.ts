@@ -105,7 +105,11 @@ export interface PageStore {
    * Creates (or, without `ifNotExists`, replaces) an empty page blob of `size` bytes. With
    * `ifNotExists` an existing blob is left alone and a StorageError 409 BlobAlreadyExists thrown.
    */
-  create(a: PageAddress, size: number, options?: { ifNotExists?: boolean; metadata?: Record<string, string> }): Promise<void>;
+  create(
+    a: PageAddress,
+    size: number,
+    options?: { ifNotExists?: boolean; metadata?: Record<string, string> },
+  ): Promise<void>;
   resize(a: PageAddress, size: number): Promise<void>;
   setSequenceNumber(a: BlobAddress, value: number): Promise<void>;
   /** Deletes a blob with its snapshots, or (address with snapshot) one snapshot; false when it was not there. */
@@ -126,7 +130,13 @@ export interface PageStore {
    * Server-side copy of `length` bytes from `source` at the same offset (Put Page From URL): no
    * byte passes through this process. Endpoints without it (Azurite) throw a 501 StorageError.
    */
-  writeFrom(a: PageAddress, offset: number, source: PageAddress, length: number, conditions?: WriteConditions): Promise<void>;
+  writeFrom(
+    a: PageAddress,
+    offset: number,
+    source: PageAddress,
+    length: number,
+    conditions?: WriteConditions,
+  ): Promise<void>;
   /** Clears pages (a clear may span any length). */
   clear(a: PageAddress, range: PageRange, conditions?: WriteConditions): Promise<void>;
 

@@ -54,7 +54,9 @@ export function isLoopback(host: string): boolean {
 
 function isPathStyleHost(host: string): boolean {
   // IP addresses, localhost and hosts without a `.blob.` label are emulator-style.
-  return /^(\d+\.){3}\d+$/.test(host) || host === "localhost" || host.startsWith("[") || !host.includes(".blob.");
+  return (
+    /^(\d+\.){3}\d+$/.test(host) || host === "localhost" || host.startsWith("[") || !host.includes(".blob.")
+  );
 }
 
 /**
@@ -62,7 +64,12 @@ function isPathStyleHost(host: string): boolean {
  * http is for an emulator only (loopback with its key, or a host listed on purpose): a cloud
  * endpoint must be reached over TLS.
  */
-export function hostProblem(host: string, account: string, policy: HostPolicy, protocol = "https:"): string | undefined {
+export function hostProblem(
+  host: string,
+  account: string,
+  policy: HostPolicy,
+  protocol = "https:",
+): string | undefined {
   const h = host.toLowerCase();
   if (policy.allowedHosts.includes(h)) return undefined;
   if (isLoopback(h) && policy.hasKey(account)) return undefined;
@@ -76,13 +83,19 @@ export function hostProblem(host: string, account: string, policy: HostPolicy, p
   );
 }
 
-function parse(raw: string, field: string, policy: HostPolicy | undefined): { url: URL; account: string; rest: string[]; pathStyle: boolean } {
+function parse(
+  raw: string,
+  field: string,
+  policy: HostPolicy | undefined,
+): { url: URL; account: string; rest: string[]; pathStyle: boolean } {
   const bad = (message: string) => InputError.field(field, message);
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    throw bad(`"${raw}" is not a URL (expected https://<account>.blob.core.windows.net/... or http://127.0.0.1:10000/<account>/...)`);
+    throw bad(
+      `"${raw}" is not a URL (expected https://<account>.blob.core.windows.net/... or http://127.0.0.1:10000/<account>/...)`,
+    );
   }
   if (url.protocol !== "https:" && url.protocol !== "http:") throw bad(`"${raw}" must use http or https`);
   if (url.search || url.username || url.password) {
@@ -139,7 +152,14 @@ export function parseBlobUrl(raw: string, field = "url", policy?: HostPolicy): B
   const blobProblem = checkBlobName(blob);
   if (blobProblem) throw InputError.field(field, blobProblem);
   const serviceUrl = serviceUrlOf(url, account, pathStyle);
-  return { serviceUrl, account, pathStyle, container, blob, url: `${serviceUrl}/${container}/${encodeBlobPath(blob)}` };
+  return {
+    serviceUrl,
+    account,
+    pathStyle,
+    container,
+    blob,
+    url: `${serviceUrl}/${container}/${encodeBlobPath(blob)}`,
+  };
 }
 
 export function checkContainerName(container: string): string | undefined {

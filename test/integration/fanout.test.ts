@@ -100,7 +100,10 @@ async function expectSealedAndIdentical(id: string, runId: string, disk: TestDis
 test("a large change set fans out; every message delivered twice (and the last batches at once) still seals once, byte-identical", async () => {
   // Through the diff fixture, so the incremental cycle is a service diff (on plain Azurite it would
   // be a compare, which applies the differences inline as it reads them).
-  const proxy = await startDiffProxy({ target: `http://127.0.0.1:${testStorage().blobPort}`, keys: testStorage().keys });
+  const proxy = await startDiffProxy({
+    target: `http://127.0.0.1:${testStorage().blobPort}`,
+    keys: testStorage().keys,
+  });
   try {
     await fansOut(await registered(24 * MiB, proxy.url));
   } finally {
@@ -243,7 +246,10 @@ test("a planner that dies after sending batches but before its checkpoint: the r
 
 test("runs fence the backup blob: each run's writes carry its own sequence number, and a batch whose fence is stale writes nothing", async () => {
   // Through the diff fixture: the later runs are service diffs, so they fan out too.
-  const proxy = await startDiffProxy({ target: `http://127.0.0.1:${testStorage().blobPort}`, keys: testStorage().keys });
+  const proxy = await startDiffProxy({
+    target: `http://127.0.0.1:${testStorage().blobPort}`,
+    keys: testStorage().keys,
+  });
   try {
     await fences(await registered(16 * MiB, proxy.url));
   } finally {

@@ -191,7 +191,10 @@ describe("POST /api/disks", () => {
     expectClientError(badKeep, 400, /"retention.keepLast": -1 is not a whole number from 0 to 1000/);
     expect(badKeep.body.error).not.toMatch(/--keep/);
     // A key that would reach an object's prototype is refused outright, at any depth.
-    const polluting = JSON.stringify(valid).replace(/^\{/, '{"__proto__":{"admin":true},"retention":{"constructor":{}},');
+    const polluting = JSON.stringify(valid).replace(
+      /^\{/,
+      '{"__proto__":{"admin":true},"retention":{"constructor":{}},',
+    );
     const refused = await call(http.registerDisk, { body: polluting });
     expectClientError(refused, 400, /"__proto__": is not allowed/);
     expect(refused.body.error).toMatch(/"retention.constructor": is not allowed/);

@@ -115,7 +115,9 @@ test("disk set changes the policy; unknown disk, no option and bad counts exit 2
   expect(unknown.stderr).toContain("disk no-such-disk is not registered");
   const nothing = await cli(["disk", "set", id]);
   expect(nothing.code).toBe(2);
-  expect(nothing.stderr).toMatch(/nothing to change: give at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly, --interval-minutes/);
+  expect(nothing.stderr).toMatch(
+    /nothing to change: give at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly, --interval-minutes/,
+  );
   const negative = await cli(["disk", "set", id, "--keep-daily=-1"]);
   expect(negative.code).toBe(2);
   expect(negative.stderr).toContain("--keep-daily: -1 is not a whole number");

@@ -14,7 +14,12 @@ import type { Engine } from "../../lib/compose";
 import type { RestorePointRecord } from "../../lib/lineage";
 import { pointTime } from "../../lib/lineage";
 import { selectPoint } from "../../lib/restore/points";
-import { defaultRestoreName, restoreAsNewDisk, RESTORE_AS_TAG, RESTORE_OF_TAG } from "../../lib/restore/restore";
+import {
+  defaultRestoreName,
+  restoreAsNewDisk,
+  RESTORE_AS_TAG,
+  RESTORE_OF_TAG,
+} from "../../lib/restore/restore";
 import { restoreToFile } from "../../lib/restore/toFile";
 import { BACKUP_ACCOUNT, SOURCE_ACCOUNT, testStorage, uniqueName } from "../support/testEnv";
 import { ensureBuilt } from "../support/build";
@@ -166,8 +171,10 @@ test("the default name is <disk>-restored-<point time>; existing blobs are repla
   expect(name).toMatch(new RegExp(`^${diskId}-restored-\\d{8}t\\d{6}z$`));
   const first = await restoreAsNewDisk(engine, diskId, { point: p.id });
   expect(first.diskId).toBe(name);
-  const sourceBlob = (blob: string) => serviceClient(SOURCE_ACCOUNT).getContainerClient(disk.container).getPageBlobClient(blob);
-  const backupBlob = (blob: string) => serviceClient(BACKUP_ACCOUNT).getContainerClient("diskdelta").getPageBlobClient(blob);
+  const sourceBlob = (blob: string) =>
+    serviceClient(SOURCE_ACCOUNT).getContainerClient(disk.container).getPageBlobClient(blob);
+  const backupBlob = (blob: string) =>
+    serviceClient(BACKUP_ACCOUNT).getContainerClient("diskdelta").getPageBlobClient(blob);
 
   // A blob someone else made where the restore would write: refused with or without --overwrite, untouched.
   const foreign = `${diskId}-foreign`;
@@ -183,7 +190,9 @@ test("the default name is <disk>-restored-<point time>; existing blobs are repla
 
   // The leftover of an interrupted restore to the same name (marked, unregistered) is taken over.
   const leftover = `${diskId}-leftover`;
-  await sourceBlob(`${leftover}.vhd`).create(1024, { metadata: { [RESTORE_AS_TAG]: leftover, [RESTORE_OF_TAG]: `${diskId}/${p.id}` } });
+  await sourceBlob(`${leftover}.vhd`).create(1024, {
+    metadata: { [RESTORE_AS_TAG]: leftover, [RESTORE_OF_TAG]: `${diskId}/${p.id}` },
+  });
   const taken = await restoreAsNewDisk(engine, diskId, { point: p.id, name: leftover });
   expect(taken.replaced).toEqual([sourceBlob(`${leftover}.vhd`).url]);
   expectSameImage(await readImage(sourceBlob(`${leftover}.vhd`)), await pointImage(p), "leftover taken over");
@@ -199,7 +208,9 @@ test("the default name is <disk>-restored-<point time>; existing blobs are repla
   expectSameImage(await readImage(sourceBlob(`${other}.vhd`)), await pointImage(p), "overwritten restore");
 
   // A registered name is refused even with --overwrite: it would hijack another disk's lineage.
-  await expect(restoreAsNewDisk(engine, diskId, { point: p.id, overwrite: true })).rejects.toThrow(/already registered/);
+  await expect(restoreAsNewDisk(engine, diskId, { point: p.id, overwrite: true })).rejects.toThrow(
+    /already registered/,
+  );
 });
 
 test("unknown disk, unknown point and a bad name are input errors", async () => {
@@ -294,8 +305,14 @@ describe("restore command", () => {
 
   test("--json prints the new disk under diskId; human output says how to attach it; bad input exits 2", async () => {
     const name = `${diskId}-cli`;
-    const restored = json<Record<string, unknown>>(await cli(["--json", "restore", diskId, "--point", "latest", "--name", name]));
-    expect(restored).toMatchObject({ diskId: name, fromDiskId: diskId, fromPoint: points[points.length - 1].id });
+    const restored = json<Record<string, unknown>>(
+      await cli(["--json", "restore", diskId, "--point", "latest", "--name", name]),
+    );
+    expect(restored).toMatchObject({
+      diskId: name,
+      fromDiskId: diskId,
+      fromPoint: points[points.length - 1].id,
+    });
     expect(await engine.lineage.getDisk(name)).toBeDefined();
     const human = await cli(["restore", diskId, "--point", points[0].id, "--name", `${name}2`]);
     expect(human.code).toBe(0);

@@ -116,7 +116,9 @@ describeLive(skipReason ? `live Azure (skipped: ${skipReason})` : "live Azure ba
       backupService.getContainerClient(backupContainer).deleteIfExists(),
     );
     for (const table of ["Disks", "Runs", "Points", "Progress"]) {
-      await attempt(`delete table ${tablePrefix}${table}`, () => tableClient(`${tablePrefix}${table}`).deleteTable());
+      await attempt(`delete table ${tablePrefix}${table}`, () =>
+        tableClient(`${tablePrefix}${table}`).deleteTable(),
+      );
     }
     await engine.close();
     if (problems.length) {

@@ -3,12 +3,7 @@
  * sovereign clouds), the canonical URL it stores, and the refusals: a SAS or any query string,
  * credentials, bad account and container names, an account URL that carries a path.
  */
-import {
-  blobLocation,
-  checkContainerName,
-  parseAccountUrl,
-  parseBlobUrl,
-} from "../../lib/storage/urls";
+import { blobLocation, checkContainerName, parseAccountUrl, parseBlobUrl } from "../../lib/storage/urls";
 import { InputError as UrlError } from "../../lib/core/errors";
 
 function urlError(fn: () => unknown): UrlError {

@@ -20,7 +20,14 @@ export async function backupCommand(opts: GlobalOptions, id: string, o: { force?
         }
       },
       onProgress: (p) =>
-        bar.update({ phase: p.phase, position: p.position, size: p.size, bytesDone: p.bytesCopied, bytesToDo: p.bytesPlanned, bytesCleared: p.bytesCleared }),
+        bar.update({
+          phase: p.phase,
+          position: p.position,
+          size: p.size,
+          bytesDone: p.bytesCopied,
+          bytesToDo: p.bytesPlanned,
+          bytesCleared: p.bytesCleared,
+        }),
     });
   });
   print(
@@ -32,7 +39,11 @@ export async function backupCommand(opts: GlobalOptions, id: string, o: { force?
       ["state", run.state],
       ["bytesCopied", `${run.bytesCopied} (${formatBytes(run.bytesCopied)})`],
       ["bytesCleared", `${run.bytesCleared} (${formatBytes(run.bytesCleared)})`],
-      ["restorePoint", run.restorePoint ?? (run.state === "unchanged" ? "- (nothing changed; use --force to seal one anyway)" : "-")],
+      [
+        "restorePoint",
+        run.restorePoint ??
+          (run.state === "unchanged" ? "- (nothing changed; use --force to seal one anyway)" : "-"),
+      ],
       ["backupSnapshot", run.backupSnapshot ?? "-"],
       ...(run.reason ? ([["reason", run.reason]] as Array<[string, string]>) : []),
     ]),
@@ -41,7 +52,11 @@ export async function backupCommand(opts: GlobalOptions, id: string, o: { force?
 
 function detected(r: RunRecord): string {
   if (r.state === "unchanged") return "unchanged";
-  return r.detection === "service-diff" ? "diff" : r.detection === "valid-ranges" ? "valid" : (r.detection ?? "-");
+  return r.detection === "service-diff"
+    ? "diff"
+    : r.detection === "valid-ranges"
+      ? "valid"
+      : (r.detection ?? "-");
 }
 
 export async function runsCommand(opts: GlobalOptions, id: string, o: { limit: number }): Promise<void> {
@@ -92,7 +107,13 @@ export async function pointsCommand(opts: GlobalOptions, id: string, o: { limit:
       ? `disk ${id} has no restore points yet`
       : table([
           ["RESTORE POINT", "KIND", "TIME", "SIZE", "VERIFIED"],
-          ...points.map((p) => [p.id, p.kind, pointTimeIso(p).replace(/\.\d+Z$/, "Z"), formatBytes(p.size), verified(p)]),
+          ...points.map((p) => [
+            p.id,
+            p.kind,
+            pointTimeIso(p).replace(/\.\d+Z$/, "Z"),
+            formatBytes(p.size),
+            verified(p),
+          ]),
         ]),
   );
 }

@@ -16,7 +16,12 @@ interface KeepOptions {
 }
 
 function retention(o: KeepOptions): RetentionInput | undefined {
-  const r: RetentionInput = { keepLast: o.keepLast, keepDaily: o.keepDaily, keepWeekly: o.keepWeekly, keepMonthly: o.keepMonthly };
+  const r: RetentionInput = {
+    keepLast: o.keepLast,
+    keepDaily: o.keepDaily,
+    keepWeekly: o.keepWeekly,
+    keepMonthly: o.keepMonthly,
+  };
   return Object.values(r).some((v) => v !== undefined) ? r : undefined;
 }
 
@@ -27,11 +32,28 @@ function interval(d: DiskRecord): string {
 export async function addCommand(
   opts: GlobalOptions,
   id: string | undefined,
-  o: KeepOptions & { source?: string; vm?: string; backupAccount: string; backupContainer: string; backupBlob?: string; intervalMinutes?: string },
+  o: KeepOptions & {
+    source?: string;
+    vm?: string;
+    backupAccount: string;
+    backupContainer: string;
+    backupBlob?: string;
+    intervalMinutes?: string;
+  },
 ): Promise<void> {
-  if (o.vm !== undefined) throw new InputError([{ field: "vm", message: "registering a VM's disks needs managed-disk support, which this build does not have yet" }]);
-  if (id === undefined) throw new InputError([{ field: "id", message: "is missing: diskdelta disk add <id> --source …" }]);
-  if (o.source === undefined) throw new InputError([{ field: "source", message: "is required (or {{vm}} to register every disk of a VM)" }]);
+  if (o.vm !== undefined)
+    throw new InputError([
+      {
+        field: "vm",
+        message: "registering a VM's disks needs managed-disk support, which this build does not have yet",
+      },
+    ]);
+  if (id === undefined)
+    throw new InputError([{ field: "id", message: "is missing: diskdelta disk add <id> --source …" }]);
+  if (o.source === undefined)
+    throw new InputError([
+      { field: "source", message: "is required (or {{vm}} to register every disk of a VM)" },
+    ]);
   const added = await withEngine(opts, (e) =>
     addDisk(e, {
       id,
@@ -43,7 +65,11 @@ export async function addCommand(
       retention: retention(o),
     }),
   );
-  print(opts, diskJson(added), `registered disk ${added.id}: ${added.sourceDiskId ?? added.sourceUrl} → ${added.backupAccountUrl}/${added.backupContainer}/${added.backupBlob}`);
+  print(
+    opts,
+    diskJson(added),
+    `registered disk ${added.id}: ${added.sourceDiskId ?? added.sourceUrl} → ${added.backupAccountUrl}/${added.backupContainer}/${added.backupBlob}`,
+  );
 }
 
 export async function listCommand(opts: GlobalOptions): Promise<void> {
@@ -71,7 +97,17 @@ export async function listCommand(opts: GlobalOptions): Promise<void> {
   );
 }
 
-export async function setCommand(opts: GlobalOptions, id: string, o: KeepOptions & { intervalMinutes?: string }): Promise<void> {
-  const updated = await withEngine(opts, (e) => setDisk(e, id, { retention: retention(o), intervalMinutes: o.intervalMinutes }));
-  print(opts, diskJson(updated), `disk ${updated.id} keeps: ${describePolicy(policyOf(updated))}; interval: ${interval(updated)}`);
+export async function setCommand(
+  opts: GlobalOptions,
+  id: string,
+  o: KeepOptions & { intervalMinutes?: string },
+): Promise<void> {
+  const updated = await withEngine(opts, (e) =>
+    setDisk(e, id, { retention: retention(o), intervalMinutes: o.intervalMinutes }),
+  );
+  print(
+    opts,
+    diskJson(updated),
+    `disk ${updated.id} keeps: ${describePolicy(policyOf(updated))}; interval: ${interval(updated)}`,
+  );
 }

@@ -4,9 +4,16 @@ import type { GlobalOptions } from "../output";
 import { stderrLogger } from "../output";
 import { ProgressBar } from "../progress";
 
-export async function withEngine<T>(opts: GlobalOptions, work: (engine: Engine, bar: ProgressBar) => Promise<T>): Promise<T> {
+export async function withEngine<T>(
+  opts: GlobalOptions,
+  work: (engine: Engine, bar: ProgressBar) => Promise<T>,
+): Promise<T> {
   const bar = new ProgressBar();
-  const engine = await openEngine(stderrLogger(Boolean(opts.verbose), () => bar.done()), process.env, { role: "cli" });
+  const engine = await openEngine(
+    stderrLogger(Boolean(opts.verbose), () => bar.done()),
+    process.env,
+    { role: "cli" },
+  );
   try {
     return await work(engine, bar);
   } finally {

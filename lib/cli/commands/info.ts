@@ -8,9 +8,12 @@ import { rows as pairs } from "../format";
 
 function storageWords(env: NodeJS.ProcessEnv): string {
   const cs = env.AzureWebJobsStorage?.trim();
-  if (cs === "UseDevelopmentStorage=true") return "a local Azurite on the default ports (UseDevelopmentStorage=true)";
-  if (cs) return `the account ${/AccountName=([^;]+)/i.exec(cs)?.[1] ?? "(named by its endpoints)"} (AzureWebJobsStorage)`;
-  if (env.AzureWebJobsStorage__tableServiceUri || env.AzureWebJobsStorage__accountName) return "an account reached with an identity (AzureWebJobsStorage__*)";
+  if (cs === "UseDevelopmentStorage=true")
+    return "a local Azurite on the default ports (UseDevelopmentStorage=true)";
+  if (cs)
+    return `the account ${/AccountName=([^;]+)/i.exec(cs)?.[1] ?? "(named by its endpoints)"} (AzureWebJobsStorage)`;
+  if (env.AzureWebJobsStorage__tableServiceUri || env.AzureWebJobsStorage__accountName)
+    return "an account reached with an identity (AzureWebJobsStorage__*)";
   return "the embedded storage (AzureWebJobsStorage is unset)";
 }
 
@@ -39,12 +42,21 @@ export async function infoCommand(opts: GlobalOptions): Promise<void> {
     pairs([
       ["version", info.version],
       ["node", info.node],
-      ["data folder", `${info.home}${process.env.DISKDELTA_HOME ? " (DISKDELTA_HOME)" : " (default; DISKDELTA_HOME moves it)"}`],
+      [
+        "data folder",
+        `${info.home}${process.env.DISKDELTA_HOME ? " (DISKDELTA_HOME)" : " (default; DISKDELTA_HOME moves it)"}`,
+      ],
       ["storage", info.storageDescription],
       ...(embedded
-        ? ([["embedded server", server?.pid ? `pid ${server.pid}, blob port ${server.blobPort}` : `none running (ports ${config.embeddedPort}-${config.embeddedPort + 2} when one starts)`]] as Array<[string, string]>)
+        ? ([
+            [
+              "embedded server",
+              server?.pid
+                ? `pid ${server.pid}, blob port ${server.blobPort}`
+                : `none running (ports ${config.embeddedPort}-${config.embeddedPort + 2} when one starts)`,
+            ],
+          ] as Array<[string, string]>)
         : []),
     ]),
   );
 }
-

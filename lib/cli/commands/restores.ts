@@ -20,7 +20,8 @@ interface RestoreOptions {
 
 export async function restoreCommand(opts: GlobalOptions, id: string, o: RestoreOptions): Promise<void> {
   if (o.toFile !== undefined) {
-    if (o.name !== undefined) throw new InputError([{ message: "{{name}} and {{toFile}} cannot be combined" }]);
+    if (o.name !== undefined)
+      throw new InputError([{ message: "{{name}} and {{toFile}} cannot be combined" }]);
     return restoreFile(opts, id, o);
   }
   const r = await withEngine(opts, (e, bar) =>
@@ -29,7 +30,8 @@ export async function restoreCommand(opts: GlobalOptions, id: string, o: Restore
       name: o.name,
       overwrite: Boolean(o.overwrite),
       allowDamaged: o.allowDamaged,
-      onProgress: (position, size, bytes) => bar.update({ phase: "restoring", position, size, bytesDone: bytes }),
+      onProgress: (position, size, bytes) =>
+        bar.update({ phase: "restoring", position, size, bytesDone: bytes }),
     }),
   );
   print(
@@ -58,7 +60,12 @@ export async function restoreCommand(opts: GlobalOptions, id: string, o: Restore
         ["size", `${r.size} (${formatBytes(r.size)})`],
         ["backupBlob", r.backupBlobUrl],
         ["baseSnapshot", r.baseSnapshot],
-        ["checked", r.checkedBy === "digests" ? "every window against the point's digests" : "every read against the service's range MD5 (the point has no digests)"],
+        [
+          "checked",
+          r.checkedBy === "digests"
+            ? "every window against the point's digests"
+            : "every read against the service's range MD5 (the point has no digests)",
+        ],
         ...r.replaced.map((u): [string, string] => ["replaced", `${u} (an earlier restore's target)`]),
       ]),
       "",
@@ -77,18 +84,33 @@ async function restoreFile(opts: GlobalOptions, id: string, o: RestoreOptions): 
       path: o.toFile ?? "",
       overwrite: Boolean(o.overwrite),
       allowDamaged: o.allowDamaged,
-      onProgress: (done, size, downloaded) => bar.update({ phase: "restoring", position: done, size, bytesDone: downloaded }),
+      onProgress: (done, size, downloaded) =>
+        bar.update({ phase: "restoring", position: done, size, bytesDone: downloaded }),
     }),
   );
   print(
     opts,
-    { diskId: r.diskId, pointId: r.pointId, path: r.path, size: r.size, bytesDownloaded: r.bytesDownloaded, bytesWritten: r.bytesWritten, resumedFrom: r.resumedFrom, checkedBy: r.checkedBy },
+    {
+      diskId: r.diskId,
+      pointId: r.pointId,
+      path: r.path,
+      size: r.size,
+      bytesDownloaded: r.bytesDownloaded,
+      bytesWritten: r.bytesWritten,
+      resumedFrom: r.resumedFrom,
+      checkedBy: r.checkedBy,
+    },
     rows([
       ["file", r.path],
       ["restored", `disk ${r.diskId} point ${r.pointId}`],
       ["size", `${r.size} (${formatBytes(r.size)}), sparse`],
       ["downloaded", `${r.bytesDownloaded} (${formatBytes(r.bytesDownloaded)})`],
-      ["checked", r.checkedBy === "digests" ? "every window against the point's digests" : "every read against the service's range MD5"],
+      [
+        "checked",
+        r.checkedBy === "digests"
+          ? "every window against the point's digests"
+          : "every read against the service's range MD5",
+      ],
       ...(r.resumedFrom ? ([["resumedFrom", String(r.resumedFrom)]] as Array<[string, string]>) : []),
     ]),
   );
@@ -112,7 +134,10 @@ export async function verifyCommand(opts: GlobalOptions, id: string, o: { point:
     },
     rows([
       ["restore point", `${r.pointId} of disk ${r.diskId}`],
-      ["against", r.method === "source-snapshot" ? `source snapshot ${r.sourceSnapshot}` : `digests ${r.digestsUrl}`],
+      [
+        "against",
+        r.method === "source-snapshot" ? `source snapshot ${r.sourceSnapshot}` : `digests ${r.digestsUrl}`,
+      ],
       ["checked", `${r.windowsChecked} windows, ${formatBytes(r.bytesChecked)}`],
       ["result", r.ok ? "ok" : "FAILED"],
       ...(r.firstDifference
@@ -122,14 +147,22 @@ export async function verifyCommand(opts: GlobalOptions, id: string, o: { point:
             ["why", r.firstDifference.detail],
           ] as Array<[string, string]>)
         : []),
-      ...(r.ok && r.digestsUrl && r.method === "source-snapshot" ? ([["digests", `recorded in ${r.digestsUrl}`]] as Array<[string, string]>) : []),
+      ...(r.ok && r.digestsUrl && r.method === "source-snapshot"
+        ? ([["digests", `recorded in ${r.digestsUrl}`]] as Array<[string, string]>)
+        : []),
     ]),
   );
   if (!r.ok) throw new VerifyFailedError(r);
 }
 
 function plannedJson(p: PlannedPoint) {
-  return { id: p.id, time: new Date(p.time).toISOString(), createdAt: p.createdAt, backupSnapshot: p.backupSnapshot, reasons: p.reasons };
+  return {
+    id: p.id,
+    time: new Date(p.time).toISOString(),
+    createdAt: p.createdAt,
+    backupSnapshot: p.backupSnapshot,
+    reasons: p.reasons,
+  };
 }
 
 export async function pruneCommand(opts: GlobalOptions, id: string, o: { dryRun?: boolean }): Promise<void> {
@@ -158,7 +191,12 @@ export async function pruneCommand(opts: GlobalOptions, id: string, o: { dryRun?
     {
       diskId: r.diskId,
       dryRun: r.dryRun,
-      policy: { keepLast: r.policy.last, keepDaily: r.policy.daily, keepWeekly: r.policy.weekly, keepMonthly: r.policy.monthly },
+      policy: {
+        keepLast: r.policy.last,
+        keepDaily: r.policy.daily,
+        keepWeekly: r.policy.weekly,
+        keepMonthly: r.policy.monthly,
+      },
       keep: r.keep.map(plannedJson),
       delete: r.delete.map(plannedJson),
       deleted: r.deleted,

@@ -33,7 +33,8 @@ export async function workerCommand(opts: GlobalOptions, o: WorkerOptions): Prom
   let concurrency: number | undefined;
   if (o.concurrency !== undefined) {
     concurrency = Number(o.concurrency);
-    if (!/^\d+$/.test(o.concurrency) || concurrency <= 0) problems.push(`--concurrency ${o.concurrency} is not a positive whole number`);
+    if (!/^\d+$/.test(o.concurrency) || concurrency <= 0)
+      problems.push(`--concurrency ${o.concurrency} is not a positive whole number`);
   }
   let leaseMs: number | undefined;
   try {
@@ -52,7 +53,10 @@ export async function workerCommand(opts: GlobalOptions, o: WorkerOptions): Prom
   const specs = discoverFunctions(log);
   const known = [...new Set(specs.flatMap((s) => (s.kind === "queue" ? [s.queueName] : [])))];
   const unknown = (queues ?? []).filter((q) => !known.includes(q));
-  if (unknown.length) throw new InputError([`no queue function listens on ${unknown.join(", ")}; the app's queues are ${known.join(", ") || "(none: build first)"}`]);
+  if (unknown.length)
+    throw new InputError([
+      `no queue function listens on ${unknown.join(", ")}; the app's queues are ${known.join(", ") || "(none: build first)"}`,
+    ]);
 
   const engine = await openEngine(log, process.env, { role: "worker" });
   try {
