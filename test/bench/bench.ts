@@ -390,6 +390,7 @@ function requestMatrix(m: Measured): string[] {
       ),
     ],
     ["storage CPU s", columns.map(([, , run]) => (run ? fix(run.storageCpuSeconds) : "-"))],
+    ["load avg at start", columns.map(([, , run]) => (run ? fix(run.loadAverage, 1) : "-"))],
   ];
   const w0 = Math.max(...body.map(([k]) => k.length));
   const w = Math.max(...columns.map(([h]) => h.length), ...body.flatMap(([, v]) => v.map((s) => s.length)));
@@ -511,6 +512,7 @@ function reportLayout(m: Measured, p: Parameters): Record<string, unknown> {
     seconds: round(c.result.seconds),
     afterSealSeconds: round(c.result.afterSealSeconds),
     storageCpuSeconds: round(c.storageCpuSeconds),
+    loadAverage: round(c.loadAverage, 2),
     requests: c.run.requests,
     totalRequests: totalRequests(c.run),
     listingRequests: listing(c.run),
@@ -705,14 +707,19 @@ async function main(): Promise<void> {
       "- Times are each contender's own, measured inside its process from its first request to its last",
       "  (the engine's after-seal hook, digests and retention, timed apart). Storage runs in another",
       "  process; on 2 cores it competes with whichever contender runs, the same for both.",
+      "- Noise: on a shared 2-core machine one contender's time varies by ±30% (more when the load average is",
+      "  above 2: see 'load avg at start'); the 1 TiB gaps are several times larger. Compare runs at low load.",
       "- Diffs are answered by the diff fixture (Azurite's are wrong, Azurite#812): it computes each diff once,",
-      "  by reading both snapshots, on the contender's first diff request, and pages or clips it after that.",
+      "  by reading every page valid in both snapshots, on the contender's first diff request, and pages or",
+      "  clips it after that. Both contenders pay this; on the dense disk it is most of an incremental's time",
+      "  ('storage CPU s'), which Azure's own diff would not cost.",
       "- Azurite has no Put Page From URL (501), so copy mode auto streams: download, MD5, Put Page.",
       "- Azurite 3.37 computes a CRC64 in plain JavaScript over every Put Page, so writes cost it CPU",
       "  (see 'storage CPU s').",
       "- Peak RSS is the contender process's VmHWM (/proc/self/status, its own address space), reset to the",
       "  current RSS just before the timed run (clear_refs), so it is the peak of a process with the engine",
-      "  open and warm, during the run; BENCH_WARMUP=0 makes the process exactly a cold CLI run.",
+      "  open and warm, during the run; BENCH_WARMUP=0 makes it exactly a cold CLI run (tried on the dense disk:",
+      "  the same peaks within 10 MiB).",
       "- Put Page From URL: the engine tries it first (copy mode auto), Azurite refuses it (501) and the engine",
       "  streams the range instead; the refused requests are counted, their bytes are not 'written'.",
     );

@@ -54,12 +54,17 @@ function blobClient(ref: BlobRef): PageBlobClient {
     .getPageBlobClient(ref.blob);
 }
 
+/** The body into one buffer of the size asked for (no list of pieces, no concatenation). */
 async function readBody(stream: NodeJS.ReadableStream | undefined, count: number): Promise<Buffer> {
   if (!stream) throw new Error("download returned no body");
-  const pieces: Buffer[] = [];
-  for await (const piece of stream as AsyncIterable<Buffer>) pieces.push(piece);
-  const body = Buffer.concat(pieces);
-  if (body.length !== count) throw new Error(`download returned ${body.length} of ${count} bytes`);
+  const body = Buffer.allocUnsafe(count);
+  let filled = 0;
+  for await (const piece of stream as AsyncIterable<Buffer>) {
+    if (filled + piece.length > count) throw new Error(`download returned more than ${count} bytes`);
+    piece.copy(body, filled);
+    filled += piece.length;
+  }
+  if (filled !== count) throw new Error(`download returned ${filled} of ${count} bytes`);
   return body;
 }
 

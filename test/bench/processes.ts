@@ -6,6 +6,7 @@
  * nothing after its result, and the engine's after-seal hook apart from the run.
  */
 import { fork, type ChildProcess } from "node:child_process";
+import os from "node:os";
 import path from "node:path";
 import type { ChildInput, ChildMessage, ChildResult } from "./backupChild";
 import { add, emptyCounts, since, type Counts } from "./counting";
@@ -73,12 +74,15 @@ export interface ContenderRun {
   afterSeal: Counts;
   /** CPU the storage process spent during the run (after-seal hook excluded), s. */
   storageCpuSeconds: number;
+  /** The machine's 1-minute load average when the run started: above the core count, other work competed. */
+  loadAverage: number;
 }
 
 /** Runs one contender in its own process and counts its requests. */
 export function runContender(storage: Storage, input: ChildInput): Promise<ContenderRun> {
   const child = forked("backupChild.js", { BENCH_CHILD: JSON.stringify(input) }, ["--expose-gc"]);
   const marks: Partial<Record<"start" | "sealStart" | "sealEnd" | "end", Mark>> = {};
+  let loadAverage = 0;
   return new Promise((resolve, reject) => {
     let done = false;
     child.once("exit", (code) => {
@@ -87,6 +91,7 @@ export function runContender(storage: Storage, input: ChildInput): Promise<Conte
     child.on("message", (m: ChildMessage) => {
       const answer = async () => {
         if (m.type === "ready") {
+          loadAverage = os.loadavg()[0];
           marks.start = await storage.mark();
           child.send("go");
         } else if (m.type === "phase") {
@@ -105,6 +110,7 @@ export function runContender(storage: Storage, input: ChildInput): Promise<Conte
             afterSeal: marks.sealStart ? since(sealStart.counts, sealEnd.counts) : emptyCounts(),
             storageCpuSeconds:
               sealStart.cpuSeconds - start.cpuSeconds + (end.cpuSeconds - sealEnd.cpuSeconds),
+            loadAverage,
           });
         }
       };
