@@ -114,6 +114,8 @@ async function main(): Promise<void> {
   if (!raw || !process.send)
     throw new Error("backupChild is forked by test/bench/bench.ts (BENCH_CHILD, IPC)");
   const input = JSON.parse(raw) as ChildInput;
+  // The bench died: do not outlive it.
+  process.on("disconnect", () => process.exit(1));
 
   let prepared: () => Promise<Omit<ChildResult, "memory">>;
   let close = async () => undefined as void;
