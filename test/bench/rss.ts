@@ -49,6 +49,19 @@ export function maxRssMiB(): number {
   return process.resourceUsage().maxRSS / 1024;
 }
 
+/**
+ * Resets the kernel's high-water mark to the current RSS (writing 5 to /proc/self/clear_refs,
+ * Linux 4.0+), so that VmHWM afterwards covers what follows only. False where that is not possible.
+ */
+export function resetMaxRss(): boolean {
+  try {
+    fs.writeFileSync("/proc/self/clear_refs", "5");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export class RssSampler {
   private readonly startMiB = rssMiB();
   private peak = this.startMiB;
