@@ -62,7 +62,10 @@ export async function planQueuedRun(
   force?: boolean,
 ): Promise<PlanOutcome> {
   const { config } = deps;
-  const [disk, current] = await Promise.all([deps.lineage.getDisk(diskId), deps.lineage.getRun(diskId, runId)]);
+  const [disk, current] = await Promise.all([
+    deps.lineage.getDisk(diskId),
+    deps.lineage.getRun(diskId, runId),
+  ]);
   if (disk && current && TERMINAL_STATES.includes(current.state)) {
     // A redelivered request of a run that ended: finish the bookkeeping a crash may have cut short.
     await settleFinishedRun(deps, disk, current);
