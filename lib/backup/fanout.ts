@@ -10,7 +10,7 @@
 import { forEachBounded } from "../core/concurrency";
 import { messageOf } from "../core/errors";
 import { isRetryable } from "../core/retry";
-import { ChunkCopier } from "../copy/copier";
+import { ChunkCopier, joinChunks } from "../copy/copier";
 import { backupLocation } from "../lineage/locations";
 import { TERMINAL_STATES, type RunRecord, type RunTrigger } from "../lineage/types";
 import { totalBytes, type PageRange } from "../ranges";
@@ -155,13 +155,9 @@ export async function copyBatch(deps: BackupDeps, msg: BatchMessage): Promise<"c
       deps.config.copyMode,
       run.fence,
     );
-    await forEachBounded(msg.chunks, deps.config.copyConcurrency, async (c) => {
-      const copied = await copier.copyChunk({
-        index: c.index,
-        ranges: c.ranges,
-        bytes: totalBytes(c.ranges),
-      });
-      bytes += copied;
+    const chunks = msg.chunks.map((c) => ({ index: c.index, ranges: c.ranges, bytes: totalBytes(c.ranges) }));
+    await forEachBounded(joinChunks(chunks), deps.config.copyConcurrency, async (group) => {
+      bytes += await copier.copyChunks(group);
     });
   } catch (err) {
     if (isRetryable(err)) throw err; // the host redelivers the message

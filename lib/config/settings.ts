@@ -224,6 +224,29 @@ export class ConfigError extends KindError {
   }
 }
 
+/** The well-known development account that every Azurite serves (UseDevelopmentStorage=true); its key is public. */
+export const DEV_ACCOUNT = "devstoreaccount1";
+export const DEV_ACCOUNT_KEY =
+  "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/**
+ * The account and key a connection string carries: a key given once in AzureWebJobsStorage also
+ * reaches that account's blobs (disks and backups in the app's own account, or an emulator), so
+ * it need not be repeated in STORAGE_ACCOUNT_KEYS. An entry there wins.
+ */
+export function connectionStringKey(
+  storage: StorageConnection | undefined,
+): { account: string; key: string } | undefined {
+  if (storage?.kind !== "connectionString") return undefined;
+  const cs = storage.connectionString;
+  if (/^\s*UseDevelopmentStorage=true\s*;?\s*$/i.test(cs))
+    return { account: DEV_ACCOUNT, key: DEV_ACCOUNT_KEY };
+  const field = (name: string) => new RegExp(`(?:^|;)\\s*${name}=([^;]*)`, "i").exec(cs)?.[1]?.trim();
+  const account = field("AccountName");
+  const key = field("AccountKey");
+  return account && key ? { account, key } : undefined;
+}
+
 /** Parses `account:base64key;account2:key2`. Problems are named without echoing any key. */
 export function parseAccountKeys(raw: string | undefined, problems: string[]): Map<string, string> {
   const keys = new Map<string, string>();
@@ -419,5 +442,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     );
   }
   if (problems.length) throw new ConfigError(problems);
+  const own = connectionStringKey(config.storage);
+  if (own && !config.accountKeys.has(own.account)) config.accountKeys.set(own.account, own.key);
   return config;
 }

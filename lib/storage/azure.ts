@@ -79,6 +79,13 @@ export function toStorageError(op: string, target: string, err: unknown): Storag
   return new StorageError(op, target, status, code, scrub(message.replace(/\s*RequestId:.*$/s, "")));
 }
 
+/**
+ * MD5s of bodies this store read and checked, so writing the same buffer on (a streamed copy)
+ * does not hash 4 MiB again. Keyed by the buffer object: a slice or a copy is hashed afresh, and
+ * a buffer changed after the read would be refused by the service's transactional check.
+ */
+const knownMd5 = new WeakMap<Buffer, Buffer>();
+
 export class AzureStore implements PageStore {
   private readonly services = new Map<string, BlobServiceClient>();
   private readonly sourceAuth = new Map<
@@ -349,6 +356,7 @@ export class AzureStore implements PageStore {
     const body = await this.readBody(response.readableStreamBody, count, "read", target);
     if (response.contentMD5) {
       const md5 = crypto.createHash("md5").update(body).digest();
+      knownMd5.set(body, md5);
       if (!Buffer.from(response.contentMD5).equals(md5)) {
         // Corrupted in transit: a retry reads it again.
         throw new StorageError(
@@ -457,7 +465,7 @@ export class AzureStore implements PageStore {
   }
 
   async write(a: PageAddress, offset: number, data: Buffer, conditions: WriteConditions = {}): Promise<void> {
-    const md5 = crypto.createHash("md5").update(data).digest();
+    const md5 = knownMd5.get(data) ?? crypto.createHash("md5").update(data).digest();
     await this.call(
       "write",
       `${describeAddress(a)} ${span({ start: offset, end: offset + data.length })}`,
