@@ -21,8 +21,8 @@ export function queueClient(
   name: string,
 ): QueueClient {
   // Loaded on the first queue a process uses (about 18 MiB): a backup that does not fan out never does.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { QueueClient, StorageSharedKeyCredential } =
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
     require("@azure/storage-queue") as typeof import("@azure/storage-queue");
   if (storage.kind === "connectionString") return new QueueClient(storage.connectionString, name);
   if (!storage.queueServiceUri) throw new Error("AzureWebJobsStorage__queueServiceUri is not set");
