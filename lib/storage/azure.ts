@@ -318,12 +318,14 @@ export class AzureStore implements PageStore {
         server: left.server,
       };
     }
+    // The SDK reports each range as {offset, count} with count = End - Start of the service's
+    // inclusive range: one byte short of its length.
     const clip = (list: Array<{ offset: number; count?: number }> | undefined) =>
       normalize(
         (list ?? [])
           .map((r) => ({
             start: Math.max(r.offset, range.start),
-            end: Math.min(r.offset + (r.count ?? 0), range.end),
+            end: Math.min(r.offset + (r.count ?? 0) + 1, range.end),
           }))
           .filter((r) => r.start < r.end),
       );
