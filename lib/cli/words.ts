@@ -25,6 +25,8 @@ const OPTIONS: Record<string, string> = {
   resourceGroup: "--resource-group",
   sku: "--sku",
   zone: "--zone",
+  location: "--location",
+  asManagedDisk: "--as-managed-disk",
 };
 
 export const cliWords: FieldWords = (field) =>

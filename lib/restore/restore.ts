@@ -102,7 +102,7 @@ function usedBy(disks: DiskRecord[], loc: BlobLocation): { disk: DiskRecord; as:
   return undefined;
 }
 
-interface Target {
+export interface Target {
   what: string;
   location: BlobLocation;
   /** It exists and will be replaced (a restore target diskdelta made). */
@@ -110,7 +110,7 @@ interface Target {
 }
 
 /** Checks one target before anything is written; returns whether it will be replaced, or the problem. */
-async function checkTarget(
+export async function checkTarget(
   deps: Deps,
   disks: DiskRecord[],
   what: string,
@@ -168,7 +168,7 @@ export async function restoreAsNewDisk(
     );
   const source = sourceBlobLocation(disk);
   if (!source)
-    throw InputError.field("diskId", `disk ${diskId} is a managed disk: restore it as a managed disk`);
+    throw InputError.field("diskId", `disk ${diskId} is a managed disk: restore it {{asManagedDisk}}`);
   const pointBackup = backupLocation(disk);
   const newDisk = newDiskLocation(source, name);
   const newBackup = blobLocation(pointBackup, pointBackup.container, name);
@@ -342,7 +342,7 @@ async function restoreHeld(
  * restore point (the promoted snapshot). Best effort: the disk is registered and backs up
  * correctly without them, so a failure here is a warning, not a failed restore.
  */
-async function recordRestoreRun(
+export async function recordRestoreRun(
   deps: Deps,
   disk: DiskRecord,
   from: RestorePointRecord,

@@ -36,7 +36,7 @@ import {
 import { InputError } from "../core/errors";
 import type { Logger } from "../core/logger";
 import { realSleep } from "../core/retry";
-import { Secret } from "../core/secret";
+import { Secret, withoutQuery } from "../core/secret";
 import { StorageError } from "../storage/errors";
 import type { PageStore, SasAddress } from "../storage/port";
 import { parseBlobUrl } from "../storage/urls";
@@ -308,7 +308,7 @@ export class ManagedDiskCatalog implements ManagedDisks {
       else
         out.skipped.push({
           name: os.name ?? "OS disk",
-          reason: `an unmanaged disk${os.vhd?.uri ? ` (${os.vhd.uri})` : ""}: register its page blob with {{source}}`,
+          reason: `an unmanaged disk${os.vhd?.uri ? ` (${withoutQuery(os.vhd.uri)})` : ""}: register its page blob URL as a source`,
         });
     }
     for (const d of profile?.dataDisks ?? []) {
@@ -316,7 +316,7 @@ export class ManagedDiskCatalog implements ManagedDisks {
       else
         out.skipped.push({
           name: d.name ?? `LUN ${d.lun}`,
-          reason: `an unmanaged disk${d.vhd?.uri ? ` (${d.vhd.uri})` : ""}: register its page blob with {{source}}`,
+          reason: `an unmanaged disk${d.vhd?.uri ? ` (${withoutQuery(d.vhd.uri)})` : ""}: register its page blob URL as a source`,
         });
     }
     return out;
