@@ -427,6 +427,37 @@ export class ManagedDiskCatalog implements ManagedDisks {
   }
 }
 
+/**
+ * A snapshot that no longer exists, answered as the service answers for one: reading it is a 404,
+ * and a diff from it is refused with the documented PreviousSnapshotNotFound (409), so a run whose
+ * base someone deleted compares instead (a resync) and verify falls back to the digests.
+ */
+function gone(id: string): OpenedSnapshot {
+  const missing = (code: string, status: number, detail: string) =>
+    new StorageError("read", id, status, code, detail);
+  return {
+    address: {
+      kind: "sas",
+      label: id,
+      get url(): Secret {
+        throw missing("SnapshotNotFound", 404, "the snapshot was deleted");
+      },
+    },
+    base: {
+      get previousUrl(): Secret {
+        throw new StorageError(
+          "list the page-range diff of",
+          id,
+          409,
+          "PreviousSnapshotNotFound",
+          "the base snapshot was deleted",
+        );
+      },
+    },
+    close: async () => undefined,
+  };
+}
+
 /** A SAS address whose URL is read at each request, so a renewed grant takes effect at once. */
 function sasAddress(url: () => Secret, label: string): SasAddress {
   return {
@@ -580,34 +611,41 @@ export class ManagedDiskSource implements Source {
       );
     const snapshots = this.client.snapshots;
     const what = `snapshot ${ref.id}`;
-    const held = await this.catalog.grants.acquire(
-      ref.id,
-      "Read",
-      () =>
-        this.catalog.accessSas(
-          () =>
-            snapshots.grantAccess(
-              ref.resourceGroup,
-              ref.name,
-              this.catalog.access("Read"),
-              this.catalog.arm.poll,
-            ),
-          what,
-        ),
-      async () => {
-        try {
-          await snapshots.revokeAccess(ref.resourceGroup, ref.name, this.catalog.arm.poll);
-        } catch (err) {
-          if (!isNotFound(err)) throw armError(err, what);
-        }
-      },
-    );
+    let held;
+    try {
+      held = await this.catalog.grants.acquire(
+        ref.id,
+        "Read",
+        () =>
+          this.catalog.accessSas(
+            () =>
+              snapshots.grantAccess(
+                ref.resourceGroup,
+                ref.name,
+                this.catalog.access("Read"),
+                this.catalog.arm.poll,
+              ),
+            what,
+          ),
+        async () => {
+          try {
+            await snapshots.revokeAccess(ref.resourceGroup, ref.name, this.catalog.arm.poll);
+          } catch (err) {
+            if (!isNotFound(err)) throw armError(err, what);
+          }
+        },
+      );
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return gone(ref.id);
+      throw err;
+    }
+    const url = held.url;
     const base = {
       get previousUrl() {
-        return held.url();
+        return url();
       },
     };
-    return { address: sasAddress(held.url, ref.id), base, close: () => held.release() };
+    return { address: sasAddress(url, ref.id), base, close: () => held.release() };
   }
 
   /** The page-blob base a migration left (see the module comment): readable, never a diff base for this disk. */
