@@ -66,19 +66,29 @@ export interface ArmProblem {
   notFound: boolean;
 }
 
-/** `what`: the resource in the user's terms, e.g. "managed disk /subscriptions/…/disks/d1". */
-export function describeArmError(err: unknown, what: string): ArmProblem {
+/**
+ * `what`: the resource in the user's terms, e.g. "managed disk /subscriptions/…/disks/d1".
+ * `expected`: the action and scope the call needs, for answers that do not say (a failed list
+ * page reads only "Pagination failed with unexpected statusCode 403").
+ */
+export function describeArmError(
+  err: unknown,
+  what: string,
+  expected?: { action: string; scope: string },
+): ArmProblem {
   const info = armErrorInfo(err);
   const code = info.code ?? lroCode(info.message);
   const base = { status: info.status, code, denied: false, notFound: false };
   if (info.status === 403 || code === "AuthorizationFailed" || code === "LinkedAuthorizationFailed") {
     const linked = code === "LinkedAuthorizationFailed";
-    const action = linked
-      ? quoted(info.message, /perform action\(s\) '([^']+)'/)
-      : quoted(info.message, /perform action '([^']+)'/);
-    const scope = linked
-      ? quoted(info.message, /linked scope\(s\) '([^']+)'/)
-      : quoted(info.message, /over scope '([^']+)'/);
+    const action =
+      (linked
+        ? quoted(info.message, /perform action\(s\) '([^']+)'/)
+        : quoted(info.message, /perform action '([^']+)'/)) ?? expected?.action;
+    const scope =
+      (linked
+        ? quoted(info.message, /linked scope\(s\) '([^']+)'/)
+        : quoted(info.message, /over scope '([^']+)'/)) ?? expected?.scope;
     const role = action ? roleFor(action) : undefined;
     const grant = role
       ? `grant it the built-in role "${role.name}" (${role.id}) on ${scope ? groupOf(scope) : "the resource group"}`

@@ -40,7 +40,7 @@ import { Secret, withoutQuery } from "../core/secret";
 import { StorageError } from "../storage/errors";
 import type { PageStore, SasAddress } from "../storage/port";
 import { parseBlobUrl } from "../storage/urls";
-import { armError, describeArmError, ROLES } from "./armErrors";
+import { ArmError, armError, describeArmError, ROLES } from "./armErrors";
 import type { ManagedDisks } from "./catalog";
 import type {
   InspectedSource,
@@ -277,7 +277,10 @@ export class ManagedDiskCatalog implements ManagedDisks {
     } catch (err) {
       throw InputError.field(
         field,
-        describeArmError(err, `the snapshots of managed disk ${id} (resource group ${group})`).message,
+        describeArmError(err, `the snapshots of managed disk ${id} (resource group ${group})`, {
+          action: "Microsoft.Compute/snapshots/read",
+          scope: `/subscriptions/${ref.subscription}/resourceGroups/${group}`,
+        }).message,
       );
     }
     const size = infoOf(disk, ref).sizeBytes + VHD_FOOTER;
@@ -595,7 +598,13 @@ export class ManagedDiskSource implements Source {
         }
       }
     } catch (err) {
-      throw armError(err, `the snapshots of managed disk ${this.disk.id} (resource group ${group})`);
+      throw new ArmError(
+        describeArmError(err, `the snapshots of managed disk ${this.disk.id} (resource group ${group})`, {
+          action: "Microsoft.Compute/snapshots/read",
+          scope: `/subscriptions/${this.disk.subscription}/resourceGroups/${group}`,
+        }),
+        err,
+      );
     }
     return found;
   }
