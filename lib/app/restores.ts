@@ -55,7 +55,10 @@ export async function requestRestore(
     );
   const disk = await requireDisk(app, diskId);
   if (disk.sourceDiskId && !input.asManagedDisk)
-    throw InputError.field("asManagedDisk", `disk ${diskId} is a managed disk: restore it {{asManagedDisk}}`);
+    throw InputError.field(
+      "asManagedDisk",
+      `disk ${diskId} is a managed disk: restore it as a managed disk ({{asManagedDisk}})`,
+    );
   if (input.asManagedDisk && !app.sources.managed)
     throw InputError.field(
       "asManagedDisk",

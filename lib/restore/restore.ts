@@ -157,6 +157,12 @@ export async function restoreAsNewDisk(
   options: RestoreOptions = {},
 ): Promise<RestoreResult> {
   const disk = await requireDisk(deps, diskId);
+  const source = sourceBlobLocation(disk);
+  if (!source)
+    throw InputError.field(
+      "diskId",
+      `disk ${diskId} is a managed disk: restore it as a managed disk ({{asManagedDisk}})`,
+    );
   const point = await selectPoint(deps.lineage, diskId, options.point ?? "latest");
   checkNotDamaged(point, options.allowDamaged);
   const name = options.name ?? defaultRestoreName(diskId, point);
@@ -166,9 +172,6 @@ export async function restoreAsNewDisk(
       "name",
       options.name ? nameProblem : `${nameProblem}; choose a shorter one with {{name}}`,
     );
-  const source = sourceBlobLocation(disk);
-  if (!source)
-    throw InputError.field("diskId", `disk ${diskId} is a managed disk: restore it {{asManagedDisk}}`);
   const pointBackup = backupLocation(disk);
   const newDisk = newDiskLocation(source, name);
   const newBackup = blobLocation(pointBackup, pointBackup.container, name);

@@ -247,7 +247,7 @@ export class ManagedDiskCatalog implements ManagedDisks {
 
   async inspect(raw: string, field: string): Promise<InspectedSource> {
     const ref = parseResourceId(raw, "disks", field, {
-      virtualMachines: "register a VM's disks with {{vm}}",
+      virtualMachines: "give one of its disks, or register them all with {{vm}}",
       snapshots: "give the id of the disk it was taken of",
     });
     const client = this.arm.compute(ref.subscription);

@@ -151,7 +151,7 @@ test("bad input exits 2 and says what is wrong in the CLI's words; nothing is re
   const cases: Array<[string[], RegExp]> = [
     [
       ["disk", "add", "x1", "--source", vm, "--backup-account", backupAccount],
-      /--source: .* is a virtual machine, not a managed disk: register a VM's disks with --vm/,
+      /--source: .* is a virtual machine, not a managed disk: give one of its disks, or register them all with --vm/,
     ],
     [
       ["disk", "add", "--vm", disk, "--backup-account", backupAccount],
@@ -190,6 +190,7 @@ test("bad input exits 2 and says what is wrong in the CLI's words; nothing is re
   await addDisk(engine, { id, source: disk, backupAccount });
   const restoreCases: Array<[string[], RegExp]> = [
     [["restore", id, "--sku", "Premium_LRS"], /--sku: applies only to a restore --as-managed-disk/],
+    [["restore", id], /disk .* is a managed disk: restore it as a managed disk \(--as-managed-disk\)/],
     [
       ["restore", id, "--as-managed-disk", "--to-file", "/tmp/x.img"],
       /--as-managed-disk and --to-file cannot be combined/,

@@ -70,7 +70,7 @@ test("malformed ids, the wrong kind of resource, a missing disk or group: clear 
   );
   await refused(
     add(world.arm.vmId(rg, "vm1")),
-    /is a virtual machine, not a managed disk: register a VM's disks with vm/,
+    /is a virtual machine, not a managed disk: give one of its disks, or register them all with vm/,
   );
   await refused(
     add(world.arm.snapshotId(rg, "s1")),

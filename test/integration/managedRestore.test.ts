@@ -292,7 +292,7 @@ test("HTTP: the restore body takes asManagedDisk with its placement; the queued 
     /sku: applies only with asManagedDisk/,
   );
   await expect(startRestore(app, b.id, { name: "x" })).rejects.toThrow(
-    /managed disk: restore it asManagedDisk/,
+    /managed disk: restore it as a managed disk \(asManagedDisk\)/,
   );
   await expect(startRestore(app, b.id, { asManagedDisk: "yes" })).rejects.toThrow(/must be a boolean/);
   const name = `${b.id}-http`;
