@@ -15,7 +15,7 @@
  * an interrupted restore to the same name; a failure deletes whatever this restore made (disk,
  * blobs, snapshots) before it is rethrown; SAS URLs never leave the storage port.
  */
-import { InputError, type Problem } from "../core/errors";
+import { ConflictError, InputError, type Problem } from "../core/errors";
 import { messageOf } from "../core/errors";
 import type { Deps } from "../deps";
 import { checkDiskId, requireDisk } from "../disks/register";
@@ -37,8 +37,9 @@ import { selectPoint } from "./points";
 import {
   checkTarget,
   defaultRestoreName,
-  recordRestoreRun,
+  recordRestoreRows,
   RESTORE_AS_TAG,
+  RESTORE_ID_TAG,
   RESTORE_OF_TAG,
   type RestoreOptions,
   type Target,
@@ -79,7 +80,7 @@ export interface ManagedRestoreResult {
   restoredPoint: RestorePointRecord;
   fromDiskId: string;
   size: number;
-  pointId?: string;
+  pointId: string;
   replaced: string[];
   checkedBy: "digests" | "range-md5";
   /** How to put the disk to use (az CLI). */
@@ -191,8 +192,13 @@ export async function restoreAsManagedDisk(
   const zone =
     options.zone ?? (originInfo && originInfo.location === location ? originInfo.zones?.[0] : undefined);
   const disks = await deps.lineage.listDisks();
-  if (disks.some((d) => d.id === name))
+  const registered = disks.find((d) => d.id === name);
+  if (registered) {
+    // The same restore run again (its first attempt was cut short after it registered the disk): done.
+    const done = await alreadyRestored(deps, managed, registered, disk, point);
+    if (done) return done;
     problems.push({ field: "name", message: `disk ${name} is already registered; choose another {{name}}` });
+  }
   const user = disks.find((d) => sameResource(d.sourceDiskId, targetId));
   if (user)
     problems.push({
@@ -206,7 +212,8 @@ export async function restoreAsManagedDisk(
     problems.push({ field: "resourceGroup", message: messageOf(err) });
   }
   let replaceDisk = false;
-  if (existing && !user) {
+  let leftoverOf: string | undefined;
+  if (existing && !user && !registered) {
     const madeAs = existing.tags[RESTORE_AS_TAG];
     if (existing.managedBy)
       problems.push({
@@ -223,6 +230,7 @@ export async function restoreAsManagedDisk(
         `managed disk ${targetId} is the leftover of an interrupted restore as ${name}; replacing it`,
       );
       replaceDisk = true;
+      leftoverOf = existing.tags[RESTORE_ID_TAG];
     } else if (!options.overwrite)
       problems.push({
         field: "name",
@@ -276,6 +284,7 @@ export async function restoreAsManagedDisk(
       zone,
       originInfo,
       replaceDisk,
+      leftoverOf: leftoverOf ?? (backupTarget as Target).leftoverOf,
       backupTarget: backupTarget as Target,
       newBackup,
       pointBackup,
@@ -298,6 +307,8 @@ interface Plan {
   zone?: string;
   originInfo?: ManagedDiskInfo;
   replaceDisk: boolean;
+  /** The id of the interrupted restore whose leftovers this one takes over. */
+  leftoverOf?: string;
   backupTarget: Target;
   newBackup: BlobLocation;
   pointBackup: BlobLocation;
@@ -309,9 +320,14 @@ interface Plan {
 async function restoreHeld(deps: Deps, managed: ManagedDiskAdmin, p: Plan): Promise<ManagedRestoreResult> {
   const { storage, lineage, log, config } = deps;
   const { point, name, targetId, layout, newBackup } = p;
-  const restoreId = p.options.restoreId ?? newId(deps.now(), "rs");
+  // An interrupted restore to this name goes on under its own id: the rows it may have written are its own.
+  const restoreId = p.options.restoreId ?? p.leftoverOf ?? newId(deps.now(), "rs");
   const pointId = pointIdOf(restoreId);
-  const mark = { [RESTORE_OF_TAG]: `${p.disk.id}/${point.id}`, [RESTORE_AS_TAG]: name };
+  const mark = {
+    [RESTORE_OF_TAG]: `${p.disk.id}/${point.id}`,
+    [RESTORE_AS_TAG]: name,
+    [RESTORE_ID_TAG]: restoreId,
+  };
   /** What this restore made, undone in reverse order on failure. */
   const undo: Array<{ what: string; run: () => Promise<unknown> }> = [];
   let upload: OpenedUpload | undefined;
@@ -423,18 +439,9 @@ async function restoreHeld(deps: Deps, managed: ManagedDiskAdmin, p: Plan): Prom
       retainWeekly: p.disk.retainWeekly,
       retainMonthly: p.disk.retainMonthly,
     };
-    try {
-      await lineage.addDisk(record);
-    } catch (err) {
-      if ((err as Error).name === "ConflictError")
-        throw InputError.field(
-          "name",
-          `disk ${name} was registered meanwhile by someone else; choose another {{name}}`,
-        );
-      throw err;
-    }
-    undo.length = 0; // registered: from here on nothing is rolled back
-    const recorded = await recordRestoreRun(deps, record, point, {
+    // The run and point rows first, the disk row last (as restore.ts does): a crash in between
+    // leaves rows that a rerun of the same restore (same id) rewrites.
+    await recordRestoreRows(deps, record, point, {
       restoreId,
       pointId,
       backupSnapshot,
@@ -442,6 +449,21 @@ async function restoreHeld(deps: Deps, managed: ManagedDiskAdmin, p: Plan): Prom
       at,
       digestsUrl: digests.location.url,
     });
+    try {
+      await lineage.addDisk(record);
+    } catch (err) {
+      const found = err instanceof ConflictError ? await lineage.getDisk(name) : undefined;
+      if (found?.lastRunId !== restoreId) {
+        if (err instanceof ConflictError)
+          throw InputError.field(
+            "name",
+            `disk ${name} was registered meanwhile by someone else; choose another {{name}}`,
+          );
+        throw err;
+      }
+      // Our own registration, whose answer a retry lost: the restore is done.
+    }
+    undo.length = 0; // registered: from here on nothing is rolled back
     return {
       restoreId,
       diskId: name,
@@ -457,13 +479,15 @@ async function restoreHeld(deps: Deps, managed: ManagedDiskAdmin, p: Plan): Prom
       restoredPoint: point,
       fromDiskId: p.disk.id,
       size: point.size,
-      pointId: recorded ? pointId : undefined,
+      pointId,
       replaced,
       checkedBy: read.checkedBy,
       attach: attachCommands(targetId, p.originInfo?.osType),
     };
   } catch (err) {
     await upload?.close().catch(() => undefined);
+    // A point row this attempt wrote names snapshots deleted below: it goes too.
+    await lineage.deletePoint(name, pointId).catch(() => undefined);
     for (const u of undo.reverse()) {
       try {
         await u.run();
@@ -473,6 +497,48 @@ async function restoreHeld(deps: Deps, managed: ManagedDiskAdmin, p: Plan): Prom
     }
     throw err;
   }
+}
+
+/**
+ * The result of a restore that already happened: `registered` is the managed disk made by
+ * restoring `point` of `from` (its tags say so) and is whole (its first point recorded).
+ */
+async function alreadyRestored(
+  deps: Deps,
+  managed: ManagedDiskAdmin,
+  registered: DiskRecord,
+  from: DiskRecord,
+  point: RestorePointRecord,
+): Promise<ManagedRestoreResult | undefined> {
+  if (!registered.sourceDiskId || !registered.basePoint || !registered.baseSnapshot) return undefined;
+  const made = await managed.getDisk(registered.sourceDiskId).catch(() => undefined);
+  if (made?.tags[RESTORE_OF_TAG] !== `${from.id}/${point.id}`) return undefined;
+  const first = await deps.lineage.getPoint(registered.id, registered.basePoint);
+  if (!first) return undefined;
+  deps.log.info(
+    `disk ${registered.id} was restored from point ${point.id} already (restore ${first.runId}); nothing to do`,
+  );
+  const size = registered.baseSize ?? made.sizeBytes + FOOTER_SIZE;
+  return {
+    restoreId: first.runId,
+    diskId: registered.id,
+    managedDiskId: made.id,
+    location: made.location,
+    sku: made.sku ?? "",
+    zone: made.zones?.[0],
+    uploadSizeBytes: size,
+    footer: size === point.size ? "kept" : "written",
+    baseSnapshot: registered.baseSnapshot,
+    backupBlobUrl: backupLocation(registered).url,
+    backupSnapshot: first.backupSnapshot,
+    restoredPoint: point,
+    fromDiskId: from.id,
+    size: point.size,
+    pointId: first.id,
+    replaced: [],
+    checkedBy: first.digestsUrl ? "digests" : "range-md5",
+    attach: attachCommands(made.id, made.osType),
+  };
 }
 
 /** `az` commands that put the restored disk to use: as a data disk, or as a new VM's OS disk. */

@@ -20,7 +20,7 @@ import { backupDisk } from "../../lib/backup/run";
 import { decodeRestoreRequest, encodeMessage, QUEUES } from "../../lib/queues/messages";
 import { MemoryQueues } from "../../lib/queues/sender";
 import { restoreAsManagedDisk } from "../../lib/restore/managedDisk";
-import { RESTORE_AS_TAG } from "../../lib/restore/restore";
+import { RESTORE_AS_TAG, RESTORE_ID_TAG } from "../../lib/restore/restore";
 import { isFixedVhdFooter } from "../../lib/restore/vhd";
 import { isPutPage } from "../fixtures/diffProxy";
 import { MiB, startManagedWorld, type ManagedWorld } from "../contract/managedEnv";
@@ -199,7 +199,12 @@ test("never over a disk diskdelta did not make, nor a registered disk's source; 
 
   const name = `${b.id}-again`;
   const first = await restoreAsManagedDisk(engine, b.id, { name });
-  // Registered now: its name is taken.
+  // Run again, the same restore answers what it did; another point to that name is refused.
+  expect((await restoreAsManagedDisk(engine, b.id, { name, overwrite: true })).restoreId).toBe(
+    first.restoreId,
+  );
+  await world.arm.writeDisk(b.diskRes, 0, Buffer.alloc(4096, 5));
+  await backupDisk(engine, b.id, { trigger: "cli" });
   await expect(restoreAsManagedDisk(engine, b.id, { name, overwrite: true })).rejects.toThrow(
     /already registered/,
   );
@@ -230,13 +235,15 @@ test("never over a disk diskdelta did not make, nor a registered disk's source; 
     leftover,
     {
       location: world.arm.location,
-      tags: { ...mark, [RESTORE_AS_TAG]: leftover },
+      tags: { ...mark, [RESTORE_AS_TAG]: leftover, [RESTORE_ID_TAG]: "rs-20261201T000000000Z-abcdef" },
       creationData: { createOption: "Upload", uploadSizeBytes: 20 * MiB + 512 },
     },
     POLL,
   );
   const taken = await restoreAsManagedDisk(engine, b.id, { name: leftover });
   expect(taken.replaced).toEqual([taken.managedDiskId]);
+  // It goes on as the interrupted restore, under that restore's id.
+  expect(taken.restoreId).toBe("rs-20261201T000000000Z-abcdef");
   expect(first.diskId).toBe(name);
   expect(await world.arm.activeGrants()).toEqual([]);
 });
@@ -254,6 +261,7 @@ test("a restore that fails half-way deletes what it made: no disk, no backup blo
   expect((await world.arm.resources()).snapshots).toEqual(snapshots);
   expect(await world.arm.activeGrants()).toEqual([]);
   expect(await engine.lineage.getDisk(name)).toBeUndefined();
+  expect(await engine.lineage.listPoints(name)).toEqual([]);
   const blob = serviceClient(BACKUP_ACCOUNT).getContainerClient(b.container).getPageBlobClient(name);
   expect(await blob.exists()).toBe(false);
   // And the same restore then succeeds.
