@@ -25,8 +25,6 @@ const OPTIONS: Record<string, string> = {
   resourceGroup: "--resource-group",
   sku: "--sku",
   zone: "--zone",
-  location: "--location",
-  asManagedDisk: "--as-managed-disk",
 };
 
 export const cliWords: FieldWords = (field) =>

@@ -5,7 +5,9 @@
  * disk's tagged snapshots (the sweep), open a snapshot for reading (an address the storage port
  * reads, lists and copies from, and how a later diff names it as its base), delete a snapshot.
  * The run, fan-out, verify, digests and retention see sources only through this; one contract
- * suite (test/contract/source.ts) holds both kinds to it.
+ * suite (test/contract/source.ts) holds both kinds to it. The one addition beyond a disk's
+ * source is `Sources.managed` (ManagedDiskAdmin): what registering a VM's disks and restoring as
+ * a managed disk need of ARM, since use cases receive no ARM client of their own.
  */
 import type { DiffBase, PageAddress, SasAddress } from "../storage/port";
 
