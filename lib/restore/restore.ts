@@ -104,7 +104,7 @@ function usedBy(disks: DiskRecord[], loc: BlobLocation): { disk: DiskRecord; as:
   return undefined;
 }
 
-interface Target {
+export interface Target {
   what: string;
   location: BlobLocation;
   /** It exists and will be replaced (a restore target diskdelta made). */
@@ -114,7 +114,7 @@ interface Target {
 }
 
 /** Checks one target before anything is written; returns whether it will be replaced, or the problem. */
-async function checkTarget(
+export async function checkTarget(
   deps: Deps,
   disks: DiskRecord[],
   what: string,
@@ -161,6 +161,12 @@ export async function restoreAsNewDisk(
   options: RestoreOptions = {},
 ): Promise<RestoreResult> {
   const disk = await requireDisk(deps, diskId);
+  const source = sourceBlobLocation(disk);
+  if (!source)
+    throw InputError.field(
+      "diskId",
+      `disk ${diskId} is a managed disk: restore it as a managed disk ({{asManagedDisk}})`,
+    );
   const point = await selectPoint(deps.lineage, diskId, options.point ?? "latest");
   checkNotDamaged(point, options.allowDamaged);
   const name = options.name ?? defaultRestoreName(diskId, point);
@@ -170,9 +176,6 @@ export async function restoreAsNewDisk(
       "name",
       options.name ? nameProblem : `${nameProblem}; choose a shorter one with {{name}}`,
     );
-  const source = sourceBlobLocation(disk);
-  if (!source)
-    throw InputError.field("diskId", `disk ${diskId} is a managed disk: restore it as a managed disk`);
   const pointBackup = backupLocation(disk);
   const newDisk = newDiskLocation(source, name);
   const newBackup = blobLocation(pointBackup, pointBackup.container, name);
@@ -365,7 +368,7 @@ async function restoreHeld(
  * restore point (the promoted snapshot). Written before the disk row; a rerun of the same restore
  * (same id) rewrites them with what it made, so they always name the snapshots that exist.
  */
-async function recordRestoreRows(
+export async function recordRestoreRows(
   deps: Deps,
   disk: DiskRecord,
   from: RestorePointRecord,
