@@ -157,7 +157,8 @@ export async function copyBatch(deps: BackupDeps, msg: BatchMessage): Promise<"c
     );
     const chunks = msg.chunks.map((c) => ({ index: c.index, ranges: c.ranges, bytes: totalBytes(c.ranges) }));
     await forEachBounded(joinChunks(chunks), deps.config.copyConcurrency, async (group) => {
-      bytes += await copier.copyChunks(group);
+      const copied = await copier.copyChunks(group);
+      bytes += copied;
     });
   } catch (err) {
     if (isRetryable(err)) throw err; // the host redelivers the message
@@ -169,7 +170,9 @@ export async function copyBatch(deps: BackupDeps, msg: BatchMessage): Promise<"c
     await failRun(deps, msg.diskId, msg.runId, `batch ${msg.batch}: ${why}`);
     return "failed";
   } finally {
-    await opened.close();
+    // Other workers (other instances) read through their own SAS of this snapshot: keep access;
+    // the run's sealer ends it.
+    await opened.close(true);
   }
   // Count only batches of the current planner generation, or those below where it started:
   // a dead planner's batches past its checkpoint were planned again by its successor.

@@ -41,6 +41,7 @@ export async function seal(
         sourceSnapshot: run().sourceSnapshot ?? "",
         size: run().sourceSize ?? 0,
         createdAt: deps.now().toISOString(),
+        ...(run().sourceCapturedAt ? { capturedAt: run().sourceCapturedAt } : {}),
       });
     } catch (err) {
       // A retried add whose first try landed: the row is ours.

@@ -185,10 +185,24 @@ export async function restoreAsNewDisk(
   const disks = await deps.lineage.listDisks();
   const registered = disks.find((d) => d.id === name);
   if (registered) {
-    // The same restore run again (its first attempt was cut short after it registered the disk): done.
-    const done = await alreadyRestored(deps, registered, disk, point);
+    // The same restore delivered again (its first attempt was cut short after it registered the
+    // disk, or the queue redelivered its message): done. Another restore to a registered name is refused.
+    const done = options.restoreId
+      ? await alreadyRestored(deps, registered, disk, point, options.restoreId)
+      : undefined;
     if (done) return done;
-    problems.push({ field: "name", message: `disk ${name} is already registered; choose another {{name}}` });
+    const restoredFrom = (
+      await deps.storage
+        .properties({ kind: "blob", location: sourceBlobLocation(registered) ?? newDisk })
+        .catch(() => undefined)
+    )?.metadata[RESTORE_OF_TAG];
+    problems.push({
+      field: "name",
+      message:
+        restoredFrom === `${disk.id}/${point.id}`
+          ? `disk ${name} is already registered: it is the restore of point ${point.id} of disk ${disk.id} made earlier (it may have changed since); choose another {{name}} to restore it again`
+          : `disk ${name} is already registered; choose another {{name}}`,
+    });
   }
   const targets: Target[] = [];
   for (const [what, loc] of [
@@ -446,17 +460,20 @@ async function put(add: () => Promise<unknown>, replace: () => Promise<void>): P
 
 /**
  * The result of a restore that already happened: `registered` was made by restoring `point` of
- * `from` (its disk blob says so in its metadata) and is whole (its first point recorded). A rerun
- * of that restore answers this instead of failing on the name it registered itself.
+ * `from` (its disk blob says so in its metadata), is whole (its first point recorded) and was made
+ * by restore `restoreId`. A redelivery of that restore answers this instead of failing on the
+ * name it registered itself.
  */
 async function alreadyRestored(
   deps: Deps,
   registered: DiskRecord,
   from: DiskRecord,
   point: RestorePointRecord,
+  restoreId: string,
 ): Promise<RestoreResult | undefined> {
   const source = sourceBlobLocation(registered);
   if (!source || !registered.basePoint || !registered.baseSnapshot) return undefined;
+  if (registered.basePoint !== pointIdOf(restoreId)) return undefined;
   const props = await deps.storage.properties({ kind: "blob", location: source });
   if (props?.metadata[RESTORE_OF_TAG] !== `${from.id}/${point.id}`) return undefined;
   const first = await deps.lineage.getPoint(registered.id, registered.basePoint);

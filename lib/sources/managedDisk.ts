@@ -138,7 +138,7 @@ class Grants {
     access: "Read" | "Write",
     grant: () => Promise<Secret>,
     revoke: () => Promise<void>,
-  ): Promise<{ url: () => Secret; release: () => Promise<void> }> {
+  ): Promise<{ url: () => Secret; release: (keepAccess?: boolean) => Promise<void> }> {
     const key = `${id.toLowerCase()}#${access}`;
     let g = this.open.get(key);
     if (!g) {
@@ -168,12 +168,14 @@ class Grants {
     let released = false;
     return {
       url: () => held.url!,
-      release: async () => {
+      release: async (keepAccess?: boolean) => {
         if (released) return;
         released = true;
         if (--held.refs > 0) return;
         if (this.open.get(key) === held) this.open.delete(key);
         clearTimeout(held.timer);
+        // Other instances may read through their own SAS of it: whoever ends the run ends the access.
+        if (keepAccess) return;
         const done = revoke()
           .catch((err: unknown) => this.log.warn(`could not end access to ${id}: ${(err as Error).message}`))
           .finally(() => {
@@ -654,7 +656,7 @@ export class ManagedDiskSource implements Source {
         return url();
       },
     };
-    return { address: sasAddress(url, ref.id), base, close: () => held.release() };
+    return { address: sasAddress(url, ref.id), base, close: (keepAccess) => held.release(keepAccess) };
   }
 
   /** The page-blob base a migration left (see the module comment): readable, never a diff base for this disk. */
@@ -677,6 +679,19 @@ export class ManagedDiskSource implements Source {
       },
       close: async () => undefined,
     };
+  }
+
+  async endAccess(snapshotId: string): Promise<void> {
+    const ref = tryParseResourceId(snapshotId);
+    if (parseMigratedBase(snapshotId) || !ref || ref.type !== "snapshots") return;
+    const snap = await this.getSnapshot(ref.resourceGroup, ref.name);
+    if (snap?.diskState !== "ActiveSAS") return;
+    this.catalog.grants.drop(ref.id);
+    try {
+      await this.client.snapshots.revokeAccess(ref.resourceGroup, ref.name, this.catalog.arm.poll);
+    } catch (err) {
+      if (!isNotFound(err)) throw armError(err, `snapshot ${ref.id}`);
+    }
   }
 
   async deleteSnapshot(snapshotId: string): Promise<void> {

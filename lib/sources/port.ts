@@ -26,8 +26,14 @@ export interface OpenedSnapshot {
   address: PageAddress;
   /** How a diff names this snapshot as its base. */
   base: DiffBase;
-  /** Ends the read access (a managed disk's SAS is revoked); a no-op for page blobs. Never throws. */
-  close(): Promise<void>;
+  /**
+   * Ends this reader's access: a managed disk's grant is revoked when its last reader in this
+   * process closes — unless `keepAccess`, which a fanned-out run's planner and workers pass:
+   * endGetAccess ends every SAS of the snapshot, so one worker's close would cut off the others
+   * (on other instances); the run's sealer ends it (Source.endAccess) once every batch is done.
+   * A no-op for page blobs. Never throws.
+   */
+  close(keepAccess?: boolean): Promise<void>;
 }
 
 export interface Source {
@@ -43,6 +49,8 @@ export interface Source {
   open(snapshotId: string): Promise<OpenedSnapshot>;
   /** Deletes a snapshot; one already gone is not an error. */
   deleteSnapshot(snapshotId: string): Promise<void>;
+  /** Ends every read access to a snapshot (managed disks: endGetAccess), whoever opened it; a no-op for page blobs. */
+  endAccess(snapshotId: string): Promise<void>;
 }
 
 /** A source as registered: the record fields it becomes, and its size now. */

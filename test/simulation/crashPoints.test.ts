@@ -19,10 +19,11 @@ import { restoreAsNewDisk } from "../../lib/restore/restore";
 import { backupLocation, sourceBlobLocation } from "../../lib/lineage/locations";
 import type { RunRecord } from "../../lib/lineage/types";
 import { decodeBackupRequest, decodeChunkMessage, QUEUES } from "../../lib/queues/messages";
-import type { BlobAddress, PageStore } from "../../lib/storage/port";
-import { image, MiB, pattern, sameImage, World } from "./world";
+import type { BlobAddress } from "../../lib/storage/port";
+import { countingWrites as counting, image, MiB, pattern, sameImage, World } from "./world";
 
 const DISK = "simdisk";
+const RESTORE_ID = "rs-20261201T000000000Z-5e1f00";
 const SIZE = 24 * MiB;
 
 /** Writes and clears of the source disk, deterministic, through the raw store (the "VM"). */
@@ -258,8 +259,9 @@ const SCENARIOS: Scenario[] = [
   {
     name: "restore as a new disk",
     setup: threePoints,
-    act: (app) => restoreAsNewDisk(app, DISK, { name: RESTORED }),
-    resume: (app) => restoreAsNewDisk(app, DISK, { name: RESTORED }),
+    // As the restore queue runs it: a redelivery carries the request's restore id.
+    act: (app) => restoreAsNewDisk(app, DISK, { name: RESTORED, restoreId: RESTORE_ID }),
+    resume: (app) => restoreAsNewDisk(app, DISK, { name: RESTORED, restoreId: RESTORE_ID }),
     mayRewrite: 0,
     points: 3,
     check: checkRestore,
@@ -277,24 +279,6 @@ const SCENARIOS: Scenario[] = [
     check: checkPrune,
   },
 ];
-
-/** Bytes a process writes to the backup blob, counted at its storage. */
-function counting(app: App, backupUrl: string): { app: App; written: () => number } {
-  let written = 0;
-  const storage: PageStore = {
-    ...app.storage,
-    write: async (a, offset, data, c) => {
-      await app.storage.write(a, offset, data, c);
-      if (a.kind === "blob" && a.location.url === backupUrl) written += data.length;
-    },
-    writeFrom: async (a, offset, source, length, c) => {
-      await app.storage.writeFrom(a, offset, source, length, c);
-      if (a.kind === "blob" && a.location.url === backupUrl) written += length;
-    },
-  };
-  const sources = app.sources;
-  return { app: { ...app, storage, sources }, written: () => written };
-}
 
 function counts(r: RunRecord) {
   return { kind: r.kind, bytesCopied: r.bytesCopied, bytesCleared: r.bytesCleared };

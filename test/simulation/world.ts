@@ -143,3 +143,20 @@ export function pattern(seed: number, length: number): Buffer {
   }
   return b;
 }
+
+/** Bytes a process writes to the backup blob, counted at its storage. */
+export function countingWrites(app: App, backupUrl: string): { app: App; written: () => number } {
+  let written = 0;
+  const storage: PageStore = {
+    ...app.storage,
+    write: async (a, offset, data, c) => {
+      await app.storage.write(a, offset, data, c);
+      if (a.kind === "blob" && a.location.url === backupUrl) written += data.length;
+    },
+    writeFrom: async (a, offset, source, length, c) => {
+      await app.storage.writeFrom(a, offset, source, length, c);
+      if (a.kind === "blob" && a.location.url === backupUrl) written += length;
+    },
+  };
+  return { app: { ...app, storage }, written: () => written };
+}
