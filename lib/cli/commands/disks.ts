@@ -72,8 +72,15 @@ export async function addCommand(
   );
 }
 
+/** The four counts in the order of the --keep-* options, under the header KEEP L/D/W/M. */
+function keeps(d: DiskRecord): string {
+  const p = policyOf(d);
+  return `${p.last}/${p.daily}/${p.weekly}/${p.monthly}`;
+}
+
 export async function listCommand(opts: GlobalOptions): Promise<void> {
   const disks = await withEngine(opts, (e) => e.lineage.listDisks());
+  // Sources and backups are shortened at the start, so the blob name shows; --json has them whole.
   print(
     opts,
     disks.map(diskJson),
@@ -81,18 +88,19 @@ export async function listCommand(opts: GlobalOptions): Promise<void> {
       ? "no disks registered; add one with 'diskdelta disk add'"
       : table(
           [
-            ["ID", "SOURCE", "BACKUP", "LAST SUCCESS", "INTERVAL", "KEEPS"],
+            ["ID", "SOURCE", "BACKUP", "LAST SUCCESS", "INTERVAL", "KEEP L/D/W/M"],
             ...disks.map((d) => [
               d.id,
               d.sourceDiskId ? d.sourceDiskId.split("/").slice(-1)[0] : shortUrl(d.sourceUrl),
               shortUrl(`${d.backupAccountUrl}/${d.backupContainer}/${d.backupBlob}`),
               d.lastSuccessAt?.replace(/\.\d+Z$/, "Z") ?? "never",
               interval(d),
-              describePolicy(policyOf(d)),
+              keeps(d),
             ]),
           ],
           100,
-          [1, 2],
+          [1, 2, 0],
+          { 1: "start", 2: "start" },
         ),
   );
 }
