@@ -13,12 +13,7 @@ export async function backupCommand(opts: GlobalOptions, id: string, o: { force?
     return backupDisk(e, id, {
       trigger: "cli",
       force: o.force,
-      onPhase: (phase) => {
-        if (opts.verbose) {
-          bar.done();
-          process.stderr.write(`phase: ${phase}\n`);
-        }
-      },
+      // Each phase is named as it starts by the run's own log line (-v); no second line here.
       onProgress: (p) =>
         bar.update({
           phase: p.phase,
