@@ -21,8 +21,8 @@ import os from "node:os";
 import path from "node:path";
 
 const ROOT = path.resolve(__dirname, "../../..");
-const BIN = path.join(ROOT, "bin/diskdelta.js");
-const FUNCTIONS = ["http", "queues", "restoreQueue", "timer"].map((f) =>
+export const BIN = path.join(ROOT, "bin/diskdelta.js");
+export const FUNCTIONS = ["http", "queues", "restoreQueue", "timer"].map((f) =>
   path.join(ROOT, "dist/functions", `${f}.js`),
 );
 const COUNT_MARK = "bench-startup-modules ";
@@ -49,7 +49,15 @@ if (process.env.BENCH_STARTUP_COUNT && require.main !== module) {
   };
   process.on("exit", () => {
     const heavy = [...seen].filter((f) => HEAVY.test(f)).length;
-    process.stderr.write(`\n${COUNT_MARK}${JSON.stringify({ modules: seen.size, heavy })}\n`);
+    const packages = [
+      ...new Set(
+        [...seen].flatMap((f) => {
+          const m = /.*[\\/]node_modules[\\/]((@[^\\/]+[\\/])?[^\\/]+)/.exec(f);
+          return m ? [m[1].replace(/\\/g, "/")] : [];
+        }),
+      ),
+    ].sort();
+    process.stderr.write(`\n${COUNT_MARK}${JSON.stringify({ modules: seen.size, heavy, packages })}\n`);
   });
 }
 
@@ -77,14 +85,25 @@ export interface Modules {
   modules: number;
   /** Of those, files of an Azure SDK, applicationinsights or azurite. */
   heavy: number;
+  /** The packages they come from (node_modules/<name>, scoped names whole). */
+  packages?: string[];
 }
 
 /** The modules a `node <args>` process loads. */
-export async function modulesOf(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Modules> {
+export async function modulesOf(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Required<Modules> & { code: number | null }> {
   const r = await runNode(["-r", __filename, ...args], { ...env, BENCH_STARTUP_COUNT: "1" });
   const line = r.stderr.split("\n").find((l) => l.startsWith(COUNT_MARK));
   if (!line) throw new Error(`no module count from node ${args.join(" ")}: ${r.stderr}`);
-  return JSON.parse(line.slice(COUNT_MARK.length)) as Modules;
+  return { ...(JSON.parse(line.slice(COUNT_MARK.length)) as Required<Modules>), code: r.code };
+}
+
+/** Only the counts, for the figures (the package lists are for tests). */
+async function countsOf(args: string[], env: NodeJS.ProcessEnv): Promise<Modules> {
+  const { modules, heavy } = await modulesOf(args, env);
+  return { modules, heavy };
 }
 
 export const median = (values: number[]) => {
@@ -142,6 +161,15 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/** `node -e` arguments that require the four function files and print how long that took, ms. */
+export function importerArgs(): string[] {
+  return [
+    "-e",
+    `const t = performance.now(); for (const f of ${JSON.stringify(FUNCTIONS)}) require(f); ` +
+      `process.stdout.write(String(performance.now() - t));`,
+  ];
+}
+
 export interface StartupFigures {
   node: { ms: number };
   help: { ms: number; ratio: number } & Modules;
@@ -178,13 +206,9 @@ export async function measureStartup(
     const cold = await runNode(list, env);
     if (cold.code !== 0) throw new Error(`disk list failed: ${cold.stderr}`);
     const [warmMs] = await medians([list], Math.max(3, Math.ceil(runs / 2)), env);
-    const listModules = await modulesOf(list, env);
+    const listModules = await countsOf(list, env);
 
-    const importer = [
-      "-e",
-      `const t = performance.now(); for (const f of ${JSON.stringify(FUNCTIONS)}) require(f); ` +
-        `process.stdout.write(String(performance.now() - t));`,
-    ];
+    const importer = importerArgs();
     const imports: number[] = [];
     const processes: number[] = [];
     for (let i = 0; i < Math.max(3, Math.ceil(runs / 2)); i++) {
@@ -198,14 +222,14 @@ export async function measureStartup(
     const server = (JSON.parse(info.stdout) as { embeddedServer?: { pid: number } }).embeddedServer;
     const figures: StartupFigures = {
       node: { ms: nodeMs },
-      help: { ms: helpMs, ratio: helpMs / nodeMs, ...(await modulesOf(help, env)) },
-      version: { ms: versionMs, ...(await modulesOf(version, env)) },
-      badArgument: { ms: badMs, ...(await modulesOf(bad, env)) },
+      help: { ms: helpMs, ratio: helpMs / nodeMs, ...(await countsOf(help, env)) },
+      version: { ms: versionMs, ...(await countsOf(version, env)) },
+      badArgument: { ms: badMs, ...(await countsOf(bad, env)) },
       diskList: { coldMs: cold.ms, warmMs, ...listModules },
       functions: {
         importMs: median(imports),
         processMs: median(processes),
-        ...(await modulesOf(importer, env)),
+        ...(await countsOf(importer, env)),
       },
       runs,
     };
