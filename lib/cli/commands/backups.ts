@@ -79,7 +79,7 @@ export async function runsCommand(opts: GlobalOptions, id: string, o: { limit: n
             ]),
           ],
           100,
-          [7],
+          [7, 0],
         ),
   );
 }
