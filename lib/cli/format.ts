@@ -63,6 +63,8 @@ export function table(
   width = TABLE_WIDTH,
   shrinkable?: number[],
   how: Record<number, Shorten> = {},
+  /** Columns shrunk only once every `shrinkable` one is as narrow as it goes (ids a user copies). */
+  lastResort: number[] = [],
 ): string {
   if (rows.length === 0) return "";
   const n = rows[0].length;
@@ -72,7 +74,9 @@ export function table(
   // One character at a time from the widest shrinkable column: they end up level, not one of
   // them cut to nothing while another stays whole.
   while (total() > width) {
-    const open = canShrink.filter((i) => widths[i] > Math.max(rows[0][i].length, 8));
+    const floorOf = (i: number) => Math.max(rows[0][i].length, 8);
+    let open = canShrink.filter((i) => widths[i] > floorOf(i));
+    if (open.length === 0) open = lastResort.filter((i) => widths[i] > floorOf(i));
     if (open.length === 0) break;
     const widest = open.reduce((best, i) => (widths[i] > widths[best] ? i : best), open[0]);
     widths[widest]--;

@@ -543,8 +543,8 @@ describe("7: output that is meant to be read or parsed", () => {
     expect(pointRows[0]).toMatch(/VERIFIED$/);
 
     const runRows = tables.runs.stdout.trimEnd().split("\n");
-    expect(runRows[0]).toContain("DETECTED BY");
-    const detectedAt = runRows[0].indexOf("DETECTED BY");
+    expect(runRows[0]).toContain("DETECTED");
+    const detectedAt = runRows[0].indexOf("DETECTED");
     const detected = runRows.slice(1).map((l) => l.slice(detectedAt).split(/\s+/)[0]);
     expect(detected).toEqual(["unchanged", "compare", "valid"]);
 

@@ -66,7 +66,7 @@ export async function runsCommand(opts: GlobalOptions, id: string, o: { limit: n
       ? `disk ${id} has no runs yet; start one with 'diskdelta backup ${id}'`
       : table(
           [
-            ["RUN", "KIND", "DETECTED BY", "STATE", "DURATION", "COPIED", "CLEARED", "RESTORE POINT"],
+            ["RUN", "KIND", "DETECTED", "STATE", "TOOK", "COPIED", "CLEARED", "RESTORE POINT"],
             ...runs.map((r) => [
               r.id,
               r.kind,
@@ -79,7 +79,8 @@ export async function runsCommand(opts: GlobalOptions, id: string, o: { limit: n
             ]),
           ],
           100,
-          [7, 0],
+          // Run ids stay whole (they are what a user copies); a point id shares the run's suffix.
+          [7],
         ),
   );
 }

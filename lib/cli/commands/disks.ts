@@ -99,8 +99,9 @@ export async function listCommand(opts: GlobalOptions): Promise<void> {
             ]),
           ],
           100,
-          [1, 2, 0],
+          [1, 2],
           { 1: "start", 2: "start" },
+          [0],
         ),
   );
 }
