@@ -363,6 +363,7 @@ class Execution {
             ),
         ));
       this.phase(`listing and copying (${detection})`);
+      let compared = await this.compareSide();
       for (;;) {
         const stage = new CopyStage({
           deps: this.deps,
@@ -370,7 +371,7 @@ class Execution {
           start: from,
           committed,
           copier,
-          compare: { first: opened.address, second: { kind: "blob", location: this.backup } },
+          compare: { first: opened.address, second: compared },
           fanout,
           touched: this.touched,
           checkpoint: (c) =>
@@ -385,7 +386,7 @@ class Execution {
         });
         let end;
         try {
-          end = await stage.run(this.listings(detection, opened, base, from, size));
+          end = await stage.run(this.listings(detection, opened, base, from, size, compared));
         } catch (err) {
           const untrusted = err instanceof UntrustedDiff;
           if (detection !== "service-diff" || !(untrusted || isDiffRefusal(err))) throw err;
@@ -401,6 +402,7 @@ class Execution {
           await this.tracker.update(
             untrusted ? { detection, reason } : { detection, kind: "resync", reason },
           );
+          compared = await this.compareSide();
           continue;
         }
         if (end === "paused") {
@@ -453,6 +455,27 @@ class Execution {
     );
   }
 
+  /**
+   * What a compare holds the source snapshot against. The base point's own snapshot when the
+   * backup blob still carries the base seal's fence, or this run's (no one else wrote it since the
+   * base point): the blob is then the base point plus some of this run's own changes, so comparing
+   * with the immutable point finds exactly the changes since the base — the same on a resume as in
+   * a run never interrupted, and counted the same. Otherwise (an earlier run left bytes in the blob
+   * that the base point does not hold, or there is no base point) the blob itself, so those bytes
+   * are found and repaired too.
+   */
+  private async compareSide(): Promise<BlobAddress> {
+    const live: BlobAddress = { kind: "blob", location: this.backup };
+    const seq = this.backupSequence;
+    const clean =
+      seq !== undefined &&
+      (seq === this.disk.baseFence || (this.run.fence !== undefined && seq === this.run.fence));
+    if (!clean || !this.disk.basePoint || this.disk.baseFence === undefined) return live;
+    const point = await this.deps.lineage.getPoint(this.disk.id, this.disk.basePoint);
+    if (!point || point.size !== this.run.sourceSize) return live;
+    return { kind: "blob", location: this.backup, snapshot: point.backupSnapshot };
+  }
+
   /** The listing for a detection, from `from`; a diff's first answer is checked for an endpoint that answers wrongly. */
   private async *listings(
     detection: Detection,
@@ -460,13 +483,14 @@ class Execution {
     base: OpenedSnapshot | undefined,
     from: number,
     size: number,
+    compared: BlobAddress,
   ): AsyncGenerator<Listing> {
     const { config } = this.deps;
     const spec: ListSpec =
       detection === "valid-ranges"
         ? { kind: "valid", address: opened.address }
         : detection === "compare"
-          ? { kind: "compare", first: opened.address, second: { kind: "blob", location: this.backup } }
+          ? { kind: "compare", first: opened.address, second: compared }
           : { kind: "diff", address: opened.address, base: base!.base };
     let checked = detection !== "service-diff" || config.diffMode !== "auto";
     for await (const piece of listChanges(this.deps.storage, spec, from, size, {

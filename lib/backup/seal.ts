@@ -130,6 +130,30 @@ export async function finishUnchanged(
 }
 
 /**
+ * The bookkeeping of a run that already ended, done again where a crash may have cut it short
+ * (idempotent): a succeeded run's disk row points at its snapshot as the base and the base it
+ * diffed from is deleted; a run that failed or found nothing changed no longer holds the disk.
+ */
+export async function settleFinishedRun(deps: Deps, disk: DiskRecord, run: RunRecord): Promise<void> {
+  const source = deps.sources.of(disk);
+  if (run.state === "succeeded" && run.sourceSnapshot) {
+    const advanced =
+      disk.baseSnapshot === run.sourceSnapshot && disk.activeRunId !== run.id
+        ? disk
+        : await advanceBase(deps, disk, run, source);
+    if (run.baseSnapshot && run.baseSnapshot !== advanced.baseSnapshot) {
+      await source
+        .deleteSnapshot(run.baseSnapshot)
+        .catch((err: unknown) =>
+          deps.log.warn(`could not delete the old base ${run.baseSnapshot}: ${messageOf(err)}`),
+        );
+    }
+    return;
+  }
+  await releaseClaim(deps.lineage, disk.id, run.id);
+}
+
+/**
  * After run `run` (as it was before it failed) was marked failed: releases the disk, deletes the
  * run's source snapshot unless it is the base, and, if it failed while sealing, the backup
  * snapshot its seal took but never recorded. Best effort: what fails here is logged, and the next

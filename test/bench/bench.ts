@@ -283,7 +283,11 @@ async function measure(ctx: Context, layout: Layout): Promise<Measured> {
     "fanout",
     fanId,
     [{ id: fanId, sourceUrl: sourceUrl(ctx, `${layout.name}.vhd`), backupAccountUrl: backupAccountUrl(ctx) }],
-    { DISKDELTA_FANOUT_BYTES: String(p.fanoutBytes) },
+    // A lineage of its own: one lineage refuses a second disk on a source another disk protects.
+    {
+      DISKDELTA_FANOUT_BYTES: String(p.fanoutBytes),
+      DISKDELTA_TABLE_PREFIX: `${ctx.engineEnv.DISKDELTA_TABLE_PREFIX}f${layout.name}`,
+    },
   );
 
   progress(`${layout.label}: workload, ${p.writeMiB} MiB written + ${p.clearMiB} MiB cleared`);
