@@ -568,7 +568,10 @@ describe("7: output that is meant to be read or parsed", () => {
     try {
       for (const [owner, words] of [
         [`worker@${os.hostname()}:${process.pid}`, `a diskdelta worker (pid ${process.pid} on this host)`],
-        [QUEUED_OWNER, "the backup queue (waiting for a worker to pick it up)"],
+        [
+          QUEUED_OWNER,
+          "the backup queue (waiting for a worker to pick it up; the timer or the HTTP API started it)",
+        ],
       ]) {
         const { id } = await diskWithPoints(env, 0);
         const claim = await claimRun(
