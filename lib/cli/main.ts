@@ -197,9 +197,29 @@ export function buildProgram(): Command {
   return program;
 }
 
+/**
+ * Problems of one failure that end in the same long advice (how to sign in, when both the source
+ * and the backup account needed a login) keep its first sentence, and the rest is said once, after
+ * them: the advice is read once, not twice in a row.
+ */
+export function sayOnce(message: string): string {
+  const lines = message.split("\n");
+  const items = lines.filter((l) => l.startsWith("  - "));
+  if (items.length < 2 || items.length !== lines.length - 1) return message;
+  let common = items[0];
+  for (const item of items.slice(1)) while (common && !item.endsWith(common)) common = common.slice(1);
+  // The shared advice starts after a ": " and its first sentence stays on each line.
+  const start = common.indexOf(": ");
+  const advice = start >= 0 ? common.slice(start + 2) : "";
+  const firstStop = advice.indexOf(". ");
+  if (advice.length < 100 || firstStop < 0) return message;
+  const rest = advice.slice(firstStop + 2);
+  return [lines[0], ...items.map((l) => l.slice(0, l.length - rest.length - 2)), rest].join("\n");
+}
+
 /** The message of a failure in the CLI's words. */
 export function describeFailure(err: unknown): string {
-  if (err instanceof KindError) return err.render(cliWords);
+  if (err instanceof KindError) return sayOnce(err.render(cliWords));
   return messageOf(err);
 }
 

@@ -68,7 +68,7 @@ export interface SettingInfo {
 export const SETTINGS: SettingInfo[] = [
   {
     name: "AzureWebJobsStorage",
-    default: "(unset: the CLI starts an embedded Azurite)",
+    default: "(unset: the embedded storage of DISKDELTA_HOME)",
     meaning:
       "Connection string of the storage holding the lineage tables (and the app's queues). `UseDevelopmentStorage=true` means a local Azurite on the default ports.",
   },
@@ -136,13 +136,14 @@ export const SETTINGS: SettingInfo[] = [
   {
     name: "DISKDELTA_TABLE_PREFIX",
     default: "diskdelta",
-    meaning: "Prefix of the lineage tables (<prefix>Disks, <prefix>Runs, <prefix>Points).",
+    meaning:
+      "Prefix of the lineage tables (`<prefix>Disks`, `<prefix>Runs`, `<prefix>Points`) and of the fan-out progress table (`<prefix>Progress`).",
   },
   {
     name: "DISKDELTA_EMBEDDED_PORT",
     default: "10000",
     meaning:
-      "Base port of the embedded Azurite: blob on it, queue on +1, table on +2. Fixed so that disk URLs stored in the lineage stay valid from one command to the next.",
+      "Base port of the embedded storage server: blob on it, queue on +1, table on +2, on 127.0.0.1. Fixed so that disk URLs stored in the lineage stay valid from one command to the next.",
   },
   {
     name: "DISKDELTA_SCHEDULE",
@@ -213,7 +214,7 @@ export const SETTINGS: SettingInfo[] = [
     name: "DISKDELTA_ARM_ENDPOINT",
     default: "https://management.azure.com",
     meaning:
-      "Azure Resource Manager endpoint for managed disks (another cloud: https://management.usgovcloudapi.net, https://management.chinacloudapi.cn); tokens are asked for <endpoint>/.default. HTTPS only: a bearer token never travels in the clear.",
+      "Azure Resource Manager endpoint for managed disks (another cloud: https://management.usgovcloudapi.net, https://management.chinacloudapi.cn); tokens are asked for `<endpoint>/.default`. HTTPS only: a bearer token never travels in the clear.",
   },
   {
     name: "DISKDELTA_ARM_POLL_MS",
@@ -237,7 +238,7 @@ export const SETTINGS: SettingInfo[] = [
     name: "DISKDELTA_HOME",
     default: "~/.diskdelta",
     meaning:
-      "Folder of the embedded Azurite's data and keys, one per user (as az keeps ~/.azure). A relative path is resolved once, against the working directory of the command that reads it; `diskdelta info` shows the folder in use.",
+      "Folder of the embedded storage: its data, keys (accounts.json), lock and server log, one per user (as az keeps ~/.azure), made 0700 with 0600 files. A relative path is resolved once, against the working directory of the command that reads it; `diskdelta info` shows the folder in use and its storage server.",
   },
 ];
 

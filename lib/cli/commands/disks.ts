@@ -6,7 +6,7 @@ import { describePolicy, policyOf } from "../../retention/policy";
 import { diskJson } from "../../app/views";
 import { InputError } from "../../core/errors";
 import type { DiskRecord } from "../../lineage/types";
-import { shortUrl, table } from "../format";
+import { plural, shortUrl, table } from "../format";
 import { print, type GlobalOptions } from "../output";
 import { withEngine } from "./engine";
 
@@ -105,7 +105,7 @@ async function addVmCommand(
       skipped: r.skipped,
     },
     [
-      `registered ${r.disks.length} disk${r.disks.length === 1 ? "" : "s"} of virtual machine ${r.vmId}:`,
+      `registered ${plural(r.disks.length, "disk")} of virtual machine ${r.vmId}:`,
       table(
         [
           ["ID", "DISK", "BACKUP"],
@@ -124,8 +124,15 @@ async function addVmCommand(
   );
 }
 
+/** The four counts in the order of the --keep-* options, under the header KEEP L/D/W/M. */
+function keeps(d: DiskRecord): string {
+  const p = policyOf(d);
+  return `${p.last}/${p.daily}/${p.weekly}/${p.monthly}`;
+}
+
 export async function listCommand(opts: GlobalOptions): Promise<void> {
   const disks = await withEngine(opts, (e) => e.lineage.listDisks());
+  // Sources and backups are shortened at the start, so the blob name shows; --json has them whole.
   print(
     opts,
     disks.map(diskJson),
@@ -133,18 +140,20 @@ export async function listCommand(opts: GlobalOptions): Promise<void> {
       ? "no disks registered; add one with 'diskdelta disk add'"
       : table(
           [
-            ["ID", "SOURCE", "BACKUP", "LAST SUCCESS", "INTERVAL", "KEEPS"],
+            ["ID", "SOURCE", "BACKUP", "LAST SUCCESS", "INTERVAL", "KEEP L/D/W/M"],
             ...disks.map((d) => [
               d.id,
               d.sourceDiskId ? d.sourceDiskId.split("/").slice(-1)[0] : shortUrl(d.sourceUrl),
               shortUrl(`${d.backupAccountUrl}/${d.backupContainer}/${d.backupBlob}`),
               d.lastSuccessAt?.replace(/\.\d+Z$/, "Z") ?? "never",
               interval(d),
-              describePolicy(policyOf(d)),
+              keeps(d),
             ]),
           ],
           100,
           [1, 2],
+          { 1: "start", 2: "start" },
+          [0],
         ),
   );
 }

@@ -269,6 +269,7 @@ export async function pruneCommand(opts: GlobalOptions, id: string, o: { dryRun?
       ],
       100,
       [3],
+      { 3: "end" },
     ),
   ];
   print(
