@@ -106,7 +106,8 @@ export interface StageOptions {
   fanout?: FanoutPlan;
   /** Windows written or cleared, for the digests of the point this run seals. */
   touched?: WindowSet;
-  checkpoint(c: Checkpoint): Promise<void>;
+  /** Records a checkpoint; `final` for the stage's last, which the caller may write with its next update. */
+  checkpoint(c: Checkpoint, final: boolean): Promise<void>;
   onProgress?(position: number, live: RunCounters): void;
 }
 
@@ -148,6 +149,9 @@ export class CopyStage {
   private lastCheckpointAt = Date.now();
   private lastCheckpointOffset: number;
   private lastCheckpointBytes: number;
+  /** Bytes copied, cleared, compared or sent so far, and at the last checkpoint: a checkpoint is written only after work. */
+  private worked = 0;
+  private workedAtCheckpoint = 0;
   private writing?: Promise<void>;
   private plannedBytes: number;
   private batch: { parts: Array<{ chunk: Chunk; owner: Owner }>; ranges: number } = { parts: [], ranges: 0 };
@@ -290,14 +294,14 @@ export class CopyStage {
         const copier = await o.copier();
         const bytes = await copier.copyChunks(item.chunks);
         for (const chunk of item.chunks) o.touched?.add(chunk.index);
-        this.done(item.handle, { bytesCopied: bytes, chunksDone: item.chunks.length });
+        this.done(item.handle, { bytesCopied: bytes, chunksDone: item.chunks.length }, bytes);
         break;
       }
       case "clear": {
         const copier = await o.copier();
         const bytes = await copier.clear(item.range);
         o.touched?.addRange(item.range);
-        this.done(item.handle, { bytesCleared: bytes });
+        this.done(item.handle, { bytesCleared: bytes }, bytes);
         break;
       }
       case "compare": {
@@ -313,13 +317,17 @@ export class CopyStage {
         }
         if (bytes > 0) o.touched?.add(item.chunk.index);
         const wrote = bytes > 0 ? 1 : 0;
-        this.done(item.handle, {
-          bytesCopied: bytes,
-          bytesPlanned: bytes,
-          rangesWritten: ranges,
-          chunksTotal: wrote,
-          chunksDone: wrote,
-        });
+        this.done(
+          item.handle,
+          {
+            bytesCopied: bytes,
+            bytesPlanned: bytes,
+            rangesWritten: ranges,
+            chunksTotal: wrote,
+            chunksDone: wrote,
+          },
+          item.chunk.bytes,
+        );
         break;
       }
       case "send": {
@@ -337,6 +345,7 @@ export class CopyStage {
           number: item.batch.batch,
           lastStart: item.batch.chunks[item.batch.chunks.length - 1].ranges[0].start,
         });
+        this.worked += item.batch.chunks.reduce((n, c) => n + c.bytes, 0);
         for (const owner of item.owners) {
           if (++owner.sent === owner.parts) this.done(owner.handle, {});
         }
@@ -345,7 +354,8 @@ export class CopyStage {
     }
   }
 
-  private done(handle: object, counts: Partial<RunCounters>): void {
+  private done(handle: object, counts: Partial<RunCounters>, worked = 0): void {
+    this.worked += worked;
     for (const [k, v] of Object.entries(counts)) this.live[k] += v as number;
     this.prefix.done(handle, counts);
     this.o.onProgress?.(this.prefix.prefix, this.live);
@@ -360,6 +370,8 @@ export class CopyStage {
 
   private maybeCheckpoint(): void {
     if (this.writing || this.prefix.prefix <= this.lastCheckpointOffset) return;
+    // Listing alone is not worth a table write: a resumed run lists an unchanged region again cheaply.
+    if (this.worked <= this.workedAtCheckpoint) return;
     const due =
       Date.now() - this.lastCheckpointAt >= CHECKPOINT_INTERVAL_MS ||
       this.appliedBytes() - this.lastCheckpointBytes >= this.o.deps.config.segmentBytes;
@@ -374,15 +386,17 @@ export class CopyStage {
     if (!final && offset <= this.lastCheckpointOffset) return;
     // The prefix and its counters are taken together, before any await: a consistent pair.
     const counters = { ...this.prefix.committed };
+    const worked = this.worked;
     const batchesTotal = this.o.fanout
       ? this.batchesBefore + this.sent.filter((b) => b.lastStart < offset).length
       : undefined;
-    this.writing = this.o.checkpoint({ offset, counters, batchesTotal });
+    this.writing = this.o.checkpoint({ offset, counters, batchesTotal }, final);
     try {
       await this.writing;
       this.lastCheckpointOffset = offset;
       this.lastCheckpointAt = Date.now();
       this.lastCheckpointBytes = counters.bytesPlanned + counters.bytesCleared;
+      this.workedAtCheckpoint = worked;
     } finally {
       this.writing = undefined;
     }

@@ -368,7 +368,9 @@ class Execution {
     const chosen = this.chooseDetection(backupExisted);
     let detection = chosen.detection;
     if (detection !== this.run.detection)
-      await this.tracker.update({ detection, reason: chosen.reason ?? this.run.reason });
+      // Written with the next update: a run resumed without it chooses again (and, finding the
+      // backup blob it created, compares, which is always right).
+      this.tracker.defer({ detection, reason: chosen.reason ?? this.run.reason });
     const opened = await this.source.open(snapshot);
     let closed = false;
     const base =
@@ -406,14 +408,20 @@ class Execution {
           compare: { first: opened.address, second: compared },
           fanout,
           touched: this.touched,
-          checkpoint: (c) =>
-            this.tracker
-              .update({
-                checkpoint: c.offset,
-                ...c.counters,
-                ...(c.batchesTotal !== undefined ? { batchesTotal: c.batchesTotal } : {}),
-              })
-              .then(() => undefined),
+          checkpoint: (c, final) => {
+            const fields: Partial<RunRecord> = {
+              checkpoint: c.offset,
+              ...c.counters,
+              ...(c.batchesTotal !== undefined ? { batchesTotal: c.batchesTotal } : {}),
+            };
+            // The last checkpoint of a stage goes out with the update that always follows it
+            // (unchanged, sealing, paused, plan complete, a switch to compare).
+            if (final) {
+              this.tracker.defer(fields);
+              return Promise.resolve();
+            }
+            return this.tracker.update(fields).then(() => undefined);
+          },
           onProgress: (position, live) => this.report("copying", position, live),
         });
         let end;

@@ -6,6 +6,11 @@
  * the same way, so the run stops without touching anything else. `guardedRunUpdate` is the same
  * rule for an invocation that does not own the run (a chunk worker extending the lease, the one
  * that moves it to sealing, a poison message failing it): read, decide, write under the ETag.
+ *
+ * `defer` records a change that need not be written on its own (the run's final checkpoint, the
+ * detection it chose): it is part of `current` at once and goes out with the next write, which
+ * always follows (the run's end, its pause, its seal). Lost in a crash, it is only what a resumed
+ * run decides or lists again; it saves a table write per run.
  */
 import { ConflictError } from "../core/errors";
 import type { Lineage, RunRecord } from "../lineage/types";
@@ -22,30 +27,52 @@ export class RunTracker {
   private queue: Promise<unknown> = Promise.resolve();
   private lost = false;
   private heartbeat?: NodeJS.Timeout;
+  /** The row as last written (or read). */
+  private stored: RunRecord;
+  /** Deferred changes, not written yet. */
+  private pending: Partial<RunRecord> = {};
 
   constructor(
     private readonly lineage: Lineage,
-    public current: RunRecord,
+    current: RunRecord,
     private readonly leaseSeconds: number,
     private readonly now: () => Date,
-  ) {}
+  ) {
+    this.stored = current;
+  }
+
+  /** The run as this invocation knows it: the row, with the deferred changes. */
+  get current(): RunRecord {
+    return { ...this.stored, ...this.pending };
+  }
+
+  /** Makes `patch` part of the run now; it is written with the next update. */
+  defer(patch: Partial<RunRecord>): void {
+    Object.assign(this.pending, patch);
+  }
 
   update(patch: Partial<RunRecord>): Promise<RunRecord> {
     const next = this.queue.then(async () => {
-      if (this.lost) throw new LostRunError(this.current.id);
+      if (this.lost) throw new LostRunError(this.stored.id);
       const now = this.now();
+      const sent = { ...this.pending };
       const record: RunRecord = {
-        ...this.current,
+        ...this.stored,
+        ...sent,
         ...patch,
         updatedAt: now.toISOString(),
         leaseUntil: leaseFrom(now, this.leaseSeconds),
       };
       try {
-        this.current = await this.lineage.updateRun(record);
+        this.stored = await this.lineage.updateRun(record);
+        // What was deferred meanwhile stays pending; what this write carried is written.
+        for (const [k, v] of Object.entries(sent) as Array<[keyof RunRecord, unknown]>) {
+          if (this.pending[k] === v) delete this.pending[k];
+        }
       } catch (err) {
         if (err instanceof ConflictError) {
           this.lost = true;
-          throw new LostRunError(this.current.id);
+          throw new LostRunError(this.stored.id);
         }
         throw err;
       }
