@@ -500,7 +500,8 @@ export function openTableLineage(
   credentials: AzureCredentials,
   prefix: string,
 ): TableLineage {
-  const options = { allowInsecureConnection: true };
+  // The request deadline and the one retry policy (lib/azure/deadline.ts): a stalled table never hangs a command.
+  const options = credentials.tableClientOptions();
   const tableFor = (name: string): TableClient => {
     if (storage.kind === "connectionString")
       return TableClient.fromConnectionString(storage.connectionString, name, options);
