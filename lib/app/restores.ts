@@ -17,7 +17,12 @@ import type { RestorePointRecord } from "../lineage/types";
 import { decodeRestoreRequest, QUEUES, type RestoreRequestMessage } from "../queues/messages";
 import { checkNotDamaged } from "../restore/integrity";
 import { selectPoint } from "../restore/points";
-import { defaultRestoreName, restoreAsNewDisk, type RestoreResult } from "../restore/restore";
+import {
+  checkRestoreTargets,
+  defaultRestoreName,
+  restoreAsNewDisk,
+  type RestoreResult,
+} from "../restore/restore";
 import type { App } from "./context";
 
 export interface RestoreRequestInput {
@@ -39,7 +44,7 @@ export async function requestRestore(
   diskId: string,
   input: RestoreRequestInput,
 ): Promise<RestoreRequested> {
-  await requireDisk(app, diskId);
+  const disk = await requireDisk(app, diskId);
   const point = await selectPoint(app.lineage, diskId, input.point ?? "latest");
   checkNotDamaged(point, input.allowDamaged);
   const name = input.name ?? defaultRestoreName(diskId, point);
@@ -52,6 +57,8 @@ export async function requestRestore(
   // The worker checks again (a disk may be registered meanwhile); this answers the common case now.
   if (await app.lineage.getDisk(name))
     throw new ConflictError(`disk ${name} is already registered; choose another name`);
+  // A target that is a registered disk's blob, or a blob diskdelta did not make: 400 now, not a refusal in the worker's log.
+  if (!disk.sourceDiskId) await checkRestoreTargets(app, disk, name, Boolean(input.overwrite));
   const requestId = newId(app.now(), "rs");
   const message: RestoreRequestMessage = {
     diskId,

@@ -102,7 +102,7 @@ function usedBy(disks: DiskRecord[], loc: BlobLocation): { disk: DiskRecord; as:
   return undefined;
 }
 
-interface Target {
+export interface Target {
   what: string;
   location: BlobLocation;
   /** It exists and will be replaced (a restore target diskdelta made). */
@@ -151,6 +151,50 @@ async function checkTarget(
   return { what, location: loc, replace: true };
 }
 
+/** Where a restore of `disk` as `name` writes, and what it may replace; every check, before any write. */
+export interface RestorePlan {
+  newDisk: BlobLocation;
+  newBackup: BlobLocation;
+  targets: Target[];
+}
+
+/**
+ * Checks the targets of a restore of `disk` as `name` before anything is written, naming every
+ * problem at once: a name registered already, a target that is the source or backup blob of any
+ * registered disk (refused with or without `overwrite`, naming that disk), a blob that exists and
+ * was not made by a diskdelta restore, a leased one, another restore's target without
+ * `overwrite`. The HTTP API calls it too, so a request that can never be carried out is answered
+ * 400 at once instead of being queued.
+ */
+export async function checkRestoreTargets(
+  deps: Deps,
+  disk: DiskRecord,
+  name: string,
+  overwrite: boolean,
+): Promise<RestorePlan> {
+  const source = sourceBlobLocation(disk);
+  if (!source)
+    throw InputError.field("diskId", `disk ${disk.id} is a managed disk: restore it as a managed disk`);
+  const pointBackup = backupLocation(disk);
+  const newDisk = newDiskLocation(source, name);
+  const newBackup = blobLocation(pointBackup, pointBackup.container, name);
+  const problems: Problem[] = [];
+  const disks = await deps.lineage.listDisks();
+  if (disks.some((d) => d.id === name))
+    problems.push({ field: "name", message: `disk ${name} is already registered; choose another {{name}}` });
+  const targets: Target[] = [];
+  for (const [what, loc] of [
+    ["the restored disk", newDisk],
+    ["the restored disk's backup blob", newBackup],
+  ] as const) {
+    const checked = await checkTarget(deps, disks, what, loc, name, overwrite);
+    if ("message" in checked) problems.push(checked);
+    else targets.push(checked);
+  }
+  if (problems.length) throw new InputError(problems);
+  return { newDisk, newBackup, targets };
+}
+
 export async function restoreAsNewDisk(
   deps: Deps,
   diskId: string,
@@ -166,28 +210,14 @@ export async function restoreAsNewDisk(
       "name",
       options.name ? nameProblem : `${nameProblem}; choose a shorter one with {{name}}`,
     );
-  const source = sourceBlobLocation(disk);
-  if (!source)
-    throw InputError.field("diskId", `disk ${diskId} is a managed disk: restore it as a managed disk`);
-  const pointBackup = backupLocation(disk);
-  const newDisk = newDiskLocation(source, name);
-  const newBackup = blobLocation(pointBackup, pointBackup.container, name);
-
   // Every check before the first write, so bad input leaves nothing behind.
-  const problems: Problem[] = [];
-  const disks = await deps.lineage.listDisks();
-  if (disks.some((d) => d.id === name))
-    problems.push({ field: "name", message: `disk ${name} is already registered; choose another {{name}}` });
-  const targets: Target[] = [];
-  for (const [what, loc] of [
-    ["the restored disk", newDisk],
-    ["the restored disk's backup blob", newBackup],
-  ] as const) {
-    const checked = await checkTarget(deps, disks, what, loc, name, Boolean(options.overwrite));
-    if ("message" in checked) problems.push(checked);
-    else targets.push(checked);
-  }
-  if (problems.length) throw new InputError(problems);
+  const { newDisk, newBackup, targets } = await checkRestoreTargets(
+    deps,
+    disk,
+    name,
+    Boolean(options.overwrite),
+  );
+  const pointBackup = backupLocation(disk);
 
   // Held from before the snapshot is checked until the last write is done: retention spares it.
   const hold = await holdPoint(deps, point, `restore of ${point.id} as disk ${name}`);
