@@ -22,6 +22,7 @@
 import path from "node:path/posix";
 import { ConflictError, InputError, type Problem } from "../core/errors";
 import { messageOf } from "../core/errors";
+import { isRetryable } from "../core/retry";
 import type { Deps } from "../deps";
 import { checkDiskId, requireDisk } from "../disks/register";
 import { newId } from "../lineage/ids";
@@ -354,15 +355,29 @@ async function restoreHeld(
       checkedBy: read.checkedBy,
     };
   } catch (err) {
-    for (const a of made.reverse()) {
+    const label = (a: BlobAddress) => `${a.location.url}${a.snapshot ? ` snapshot ${a.snapshot}` : ""}`;
+    const left = made.reverse();
+    while (left.length > 0) {
+      const a = left[0];
       try {
         await storage.delete(a);
+        left.shift();
       } catch (cleanupError) {
-        log.warn(
-          `could not remove ${a.location.url}${a.snapshot ? ` snapshot ${a.snapshot}` : ""} after the failed restore: ${messageOf(cleanupError)}`,
-        );
+        log.warn(`could not remove ${label(a)} after the failed restore: ${messageOf(cleanupError)}`);
+        // Storage that did not answer through every retry will not answer the next delete either:
+        // stop here, so a dead endpoint costs one more give-up, not one per blob. What is left is
+        // marked as this restore's target, and a rerun to the same name takes it over.
+        if (isRetryable(cleanupError)) break;
+        left.shift();
       }
     }
+    if (left.length > 0)
+      log.warn(
+        `left behind by the failed restore (a rerun of the same restore as ${name} takes them over): ${left
+          .filter((a) => !a.snapshot)
+          .map(label)
+          .join(", ")}`,
+      );
     throw err;
   }
 }
