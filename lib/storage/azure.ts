@@ -79,6 +79,21 @@ export function toStorageError(op: string, target: string, err: unknown): Storag
   return new StorageError(op, target, status, code, scrub(message.replace(/\s*RequestId:.*$/s, "")));
 }
 
+/** A body that does not match the range MD5 the service sent was corrupted in transit: retryable, a retry reads it again. */
+function checkRangeMd5(contentMD5: Uint8Array | undefined, body: Buffer, target: string): void {
+  if (!contentMD5) return;
+  const md5 = crypto.createHash("md5").update(body).digest();
+  if (!Buffer.from(contentMD5).equals(md5))
+    throw new StorageError(
+      "read",
+      target,
+      undefined,
+      "Md5Mismatch",
+      "the bytes do not match the range MD5 the service sent",
+      true,
+    );
+}
+
 export class AzureStore implements PageStore {
   private readonly services = new Map<string, BlobServiceClient>();
   private readonly sourceAuth = new Map<
@@ -347,20 +362,7 @@ export class AzureStore implements PageStore {
       }),
     );
     const body = await this.readBody(response.readableStreamBody, count, "read", target);
-    if (response.contentMD5) {
-      const md5 = crypto.createHash("md5").update(body).digest();
-      if (!Buffer.from(response.contentMD5).equals(md5)) {
-        // Corrupted in transit: a retry reads it again.
-        throw new StorageError(
-          "read",
-          target,
-          undefined,
-          "Md5Mismatch",
-          "the bytes do not match the range MD5 the service sent",
-          true,
-        );
-      }
-    }
+    checkRangeMd5(response.contentMD5, body, target);
     return body;
   }
 
@@ -578,9 +580,16 @@ export class AzureStore implements PageStore {
   async readBlob(location: BlobLocation, offset: number, count: number): Promise<Buffer> {
     const target = `${location.url} bytes [${offset}, ${offset + count})`;
     if (count === 0) return Buffer.alloc(0);
+    // The service's MD5 of the range (it sends one up to 4 MiB): digest blocks are checked in transit like pages.
     const response = await this.call("read", target, (abortSignal) =>
-      this.blockBlob(location).download(offset, count, { abortSignal, maxRetryRequests: 0 }),
+      this.blockBlob(location).download(offset, count, {
+        abortSignal,
+        maxRetryRequests: 0,
+        rangeGetContentMD5: count <= WINDOW_SIZE,
+      }),
     );
-    return this.readBody(response.readableStreamBody, count, "read", target);
+    const body = await this.readBody(response.readableStreamBody, count, "read", target);
+    checkRangeMd5(response.contentMD5, body, target);
+    return body;
   }
 }
