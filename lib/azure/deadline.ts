@@ -6,6 +6,11 @@
  * answers keeps a command alive for ever: the SDK's own timeout covers the headers only, and none
  * is set by default. The SDK's retries stay off beside it, so the lineage's one retry policy
  * (lib/core/retry) decides, and the longest wait is deadline × attempts plus the backoffs.
+ *
+ * A request that got no answer at all (refused, reset) fails the same way, naming the request and
+ * keeping the network code (so it is still retried): "connect ECONNREFUSED 127.0.0.1:10002" alone
+ * says neither what was asked nor of which table. An answer with a status passes unchanged: the
+ * table store reads its status and code (404, 409, 412).
  */
 import type { TableServiceClientOptions } from "@azure/data-tables";
 
@@ -20,6 +25,19 @@ export class DeadlineError extends Error {
   constructor(method: string, url: string, ms: number) {
     super(`${method} ${url.replace(/\?.*$/, "")}: no answer within ${ms / 1000} s`);
     this.name = "DeadlineError";
+  }
+}
+
+/** A table request that got no answer: its code (ECONNREFUSED, ECONNRESET, …) kept, the request named. */
+export class NoAnswerError extends Error {
+  constructor(
+    method: string,
+    url: string,
+    readonly code: string | undefined,
+    detail: string,
+  ) {
+    super(`${method} ${url.replace(/\?.*$/, "")}: ${detail}`);
+    this.name = "NoAnswerError";
   }
 }
 
@@ -44,6 +62,16 @@ export function deadlinePolicy(ms: number): PipelinePolicy {
         return await next(request);
       } catch (err) {
         if (timedOut) throw new DeadlineError(request.method, request.url, ms);
+        const e = err as { statusCode?: unknown; code?: unknown; message?: unknown; name?: unknown };
+        // Only the pipeline's own "no answer" (a RestError without a status): a sign-in failure
+        // from the credential, say, passes as it is, with its own kind and words.
+        if (e?.name === "RestError" && e.statusCode === undefined && typeof e.message === "string")
+          throw new NoAnswerError(
+            request.method,
+            request.url,
+            typeof e.code === "string" ? e.code : undefined,
+            e.message.split("\n")[0],
+          );
         throw err;
       } finally {
         clearTimeout(timer);
