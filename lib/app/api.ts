@@ -19,6 +19,7 @@ import {
   type DiskInput,
   type RetentionInput,
 } from "../disks/register";
+import { moveToManagedDisk } from "../disks/migrate";
 import { timeOfId } from "../lineage/ids";
 import { pointTimeIso, type DiskRecord, type RestorePointRecord, type RunRecord } from "../lineage/types";
 import { requestBackup } from "./backups";
@@ -212,13 +213,23 @@ export async function registerDisk(app: App, body: unknown): Promise<DiskView> {
 const CHANGE_FIELDS: FieldSpecs = {
   intervalMinutes: { type: "integer" },
   retention: { type: "object", fields: RETENTION_FIELDS },
+  source: { type: "string" },
 };
 
-/** Changes a disk's retention or interval (PATCH /api/disks/{id}). */
+/**
+ * Changes a disk's retention or interval (PATCH /api/disks/{id}); `source` (a managed disk id)
+ * moves a disk registered as a page blob to the managed disk it was converted into.
+ */
 export async function changeDisk(app: App, id: string, body: unknown): Promise<DiskView> {
   await diskOr404(app, id);
-  const input = checkBody<{ intervalMinutes?: number; retention?: RetentionInput }>(body, CHANGE_FIELDS);
-  const disk = await setDisk(app, id, input);
+  const input = checkBody<{ intervalMinutes?: number; retention?: RetentionInput; source?: string }>(
+    body,
+    CHANGE_FIELDS,
+  );
+  const { source, ...changes } = input;
+  let disk = source !== undefined ? (await moveToManagedDisk(app, id, source)).disk : undefined;
+  if (!disk || changes.intervalMinutes !== undefined || changes.retention !== undefined)
+    disk = await setDisk(app, id, changes);
   return diskView(app, disk, parseSchedule(app.config.schedule), app.now());
 }
 
@@ -286,6 +297,11 @@ const RESTORE_FIELDS: FieldSpecs = {
   name: { type: "string" },
   overwrite: { type: "boolean" },
   allowDamaged: { type: "boolean" },
+  asManagedDisk: { type: "boolean" },
+  resourceGroup: { type: "string" },
+  sku: { type: "string" },
+  zone: { type: "string" },
+  location: { type: "string" },
 };
 
 /**

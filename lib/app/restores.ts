@@ -17,6 +17,7 @@ import type { RestorePointRecord } from "../lineage/types";
 import { decodeRestoreRequest, QUEUES, type RestoreRequestMessage } from "../queues/messages";
 import { checkNotDamaged } from "../restore/integrity";
 import { selectPoint } from "../restore/points";
+import { restoreAsManagedDisk, type ManagedRestoreResult } from "../restore/managedDisk";
 import {
   checkRestoreTargets,
   defaultRestoreName,
@@ -31,7 +32,15 @@ export interface RestoreRequestInput {
   name?: string;
   overwrite?: boolean;
   allowDamaged?: boolean;
+  /** Restore as a new managed disk; the four fields below place it (default: the original disk's). */
+  asManagedDisk?: boolean;
+  resourceGroup?: string;
+  sku?: string;
+  zone?: string;
+  location?: string;
 }
+
+const MANAGED_ONLY = ["resourceGroup", "sku", "zone", "location"] as const;
 
 export interface RestoreRequested {
   requestId: string;
@@ -44,7 +53,22 @@ export async function requestRestore(
   diskId: string,
   input: RestoreRequestInput,
 ): Promise<RestoreRequested> {
+  const misplaced = MANAGED_ONLY.filter((k) => input[k] !== undefined && !input.asManagedDisk);
+  if (misplaced.length)
+    throw new InputError(
+      misplaced.map((k) => ({ field: k, message: "applies only with {{asManagedDisk}}" })),
+    );
   const disk = await requireDisk(app, diskId);
+  if (disk.sourceDiskId && !input.asManagedDisk)
+    throw InputError.field(
+      "asManagedDisk",
+      `disk ${diskId} is a managed disk: restore it as a managed disk ({{asManagedDisk}})`,
+    );
+  if (input.asManagedDisk && !app.sources.managed)
+    throw InputError.field(
+      "asManagedDisk",
+      "restoring as a managed disk needs Azure Resource Manager access, which is not configured here",
+    );
   const point = await selectPoint(app.lineage, diskId, input.point ?? "latest");
   checkNotDamaged(point, input.allowDamaged);
   const name = input.name ?? defaultRestoreName(diskId, point);
@@ -58,7 +82,8 @@ export async function requestRestore(
   if (await app.lineage.getDisk(name))
     throw new ConflictError(`disk ${name} is already registered; choose another name`);
   // A target that is a registered disk's blob, or a blob diskdelta did not make: 400 now, not a refusal in the worker's log.
-  if (!disk.sourceDiskId) await checkRestoreTargets(app, disk, name, Boolean(input.overwrite));
+  if (!disk.sourceDiskId && !input.asManagedDisk)
+    await checkRestoreTargets(app, disk, name, Boolean(input.overwrite));
   const requestId = newId(app.now(), "rs");
   const message: RestoreRequestMessage = {
     diskId,
@@ -66,6 +91,9 @@ export async function requestRestore(
     name,
     overwrite: input.overwrite ? true : undefined,
     allowDamaged: input.allowDamaged ? true : undefined,
+    asManagedDisk: input.asManagedDisk
+      ? { resourceGroup: input.resourceGroup, sku: input.sku, zone: input.zone, location: input.location }
+      : undefined,
     requestId,
   };
   await app.queues.send(QUEUES.restoreRequests, message);
@@ -74,7 +102,7 @@ export async function requestRestore(
 }
 
 export type RestoreOutcome =
-  | { status: "restored"; result: RestoreResult }
+  | { status: "restored"; result: RestoreResult | ManagedRestoreResult }
   | { status: "already-restored"; diskId: string }
   | { status: "refused"; reason: string };
 
@@ -93,13 +121,16 @@ export async function handleRestoreRequest(app: App, msg: RestoreRequestMessage)
     }
   }
   try {
-    const result = await restoreAsNewDisk(app, msg.diskId, {
+    const common = {
       point: msg.point,
       name: msg.name,
       overwrite: msg.overwrite,
       allowDamaged: msg.allowDamaged,
       restoreId: msg.requestId,
-    });
+    };
+    const result = msg.asManagedDisk
+      ? await restoreAsManagedDisk(app, msg.diskId, { ...common, ...msg.asManagedDisk })
+      : await restoreAsNewDisk(app, msg.diskId, common);
     app.log.info(`${label}: restored as disk ${result.diskId} (${result.size} bytes)`);
     return { status: "restored", result };
   } catch (err) {

@@ -6,13 +6,8 @@
  * so no bearer token ever leaves for a host someone else chose. When no way of signing in works,
  * the error says which ways were tried and how to use each, as `az` does.
  */
-import {
-  DefaultAzureCredential,
-  type AccessToken,
-  type GetTokenOptions,
-  type TokenCredential,
-} from "@azure/identity";
 import type { TableServiceClientOptions } from "@azure/data-tables";
+import type { AccessToken, GetTokenOptions, TokenCredential } from "@azure/identity";
 import { StorageSharedKeyCredential } from "@azure/storage-blob";
 import { InputError } from "../core/errors";
 import type { Config } from "../config/settings";
@@ -103,9 +98,14 @@ export class AzureCredentials {
     };
   }
 
-  /** The token credential, created once (it caches tokens). */
+  /**
+   * The token credential, created once (it caches tokens). @azure/identity (about 20 MiB of
+   * heap) is loaded only here, so a process that signs in with keys never carries it.
+   */
   identity(): TokenCredential {
     if (!this.tokenCredential) {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const { DefaultAzureCredential } = require("@azure/identity") as typeof import("@azure/identity");
       const clientId = this.config.storage?.kind === "identity" ? this.config.storage.clientId : undefined;
       this.tokenCredential = new ExplainingCredential(
         new DefaultAzureCredential(clientId ? { managedIdentityClientId: clientId } : {}),

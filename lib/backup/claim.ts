@@ -53,7 +53,8 @@ const ROLE_WORDS: Record<string, string> = {
 
 /** Who holds a run, in words: "a diskdelta command (pid 4242 on host1)", "the backup queue (waiting for a worker)". */
 export function holderWords(owner: string): string {
-  if (owner === QUEUED_OWNER) return "the backup queue (waiting for a worker to pick it up)";
+  if (owner === QUEUED_OWNER)
+    return "the backup queue (waiting for a worker to pick it up; the timer or the HTTP API started it)";
   if (owner === "restore") return "a restore";
   const { role, host, pid } = parseOwner(owner);
   const who = ROLE_WORDS[role ?? ""] ?? "another process";

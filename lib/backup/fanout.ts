@@ -10,7 +10,7 @@
 import { forEachBounded } from "../core/concurrency";
 import { messageOf } from "../core/errors";
 import { isRetryable } from "../core/retry";
-import { ChunkCopier } from "../copy/copier";
+import { ChunkCopier, joinChunks } from "../copy/copier";
 import { backupLocation } from "../lineage/locations";
 import { TERMINAL_STATES, type RunRecord, type RunTrigger } from "../lineage/types";
 import { totalBytes, type PageRange } from "../ranges";
@@ -18,7 +18,7 @@ import { isFenced } from "../storage/errors";
 import { claimRun, leaseFrom, ownerId, QUEUED_OWNER } from "./claim";
 import type { PlannedBatch } from "./pipeline";
 import { callHook, continueRun, resumeOwnedRun, type BackupDeps } from "./run";
-import { cleanUpFailedRun } from "./seal";
+import { cleanUpFailedRun, settleFinishedRun } from "./seal";
 import { guardedRunUpdate } from "./tracker";
 
 /**
@@ -62,6 +62,15 @@ export async function planQueuedRun(
   force?: boolean,
 ): Promise<PlanOutcome> {
   const { config } = deps;
+  const [disk, current] = await Promise.all([
+    deps.lineage.getDisk(diskId),
+    deps.lineage.getRun(diskId, runId),
+  ]);
+  if (disk && current && TERMINAL_STATES.includes(current.state)) {
+    // A redelivered request of a run that ended: finish the bookkeeping a crash may have cut short.
+    await settleFinishedRun(deps, disk, current);
+    return { state: "gone" };
+  }
   const run = await continueRun(
     deps,
     diskId,
@@ -103,6 +112,32 @@ export async function copyBatch(deps: BackupDeps, msg: BatchMessage): Promise<"c
     deps.lineage.getDisk(msg.diskId),
     deps.lineage.getRun(msg.diskId, msg.runId),
   ]);
+  if (disk && run && run.state === "sealing") {
+    // A late delivery to a run whose sealer died (its lease lapsed): finish the seal here.
+    const sealed = await continueRun(deps, msg.diskId, msg.runId, { trigger: run.trigger }, "permanent");
+    if (sealed)
+      deps.log.info(`batch ${msg.batch} of run ${msg.runId}: took over the seal of a dead invocation`);
+    return "stale";
+  }
+  if (disk && run && TERMINAL_STATES.includes(run.state)) {
+    // Bookkeeping a crash may have cut short (the base advanced, the old one deleted): done again, idempotently.
+    await settleFinishedRun(deps, disk, run);
+    deps.log.info(`batch ${msg.batch} of run ${msg.runId}: the run is ${run.state}; nothing to copy`);
+    return "stale";
+  }
+  // A dead planner's batch past where its successor started planning again: the successor sends
+  // those chunks in batches of its own, so copying this one would only write them twice.
+  if (
+    run &&
+    run.state === "copying" &&
+    msg.generation !== run.planGeneration &&
+    msg.batch >= (run.generationStart ?? 0)
+  ) {
+    deps.log.info(
+      `batch ${msg.batch} of run ${msg.runId} belongs to an earlier planner and was planned again; skipped`,
+    );
+    return "stale";
+  }
   if (!disk || !run || run.state !== "copying" || !run.sourceSnapshot) {
     deps.log.info(
       `batch ${msg.batch} of run ${msg.runId}: the run is ${run?.state ?? "gone"}; nothing to copy`,
@@ -120,12 +155,9 @@ export async function copyBatch(deps: BackupDeps, msg: BatchMessage): Promise<"c
       deps.config.copyMode,
       run.fence,
     );
-    await forEachBounded(msg.chunks, deps.config.copyConcurrency, async (c) => {
-      const copied = await copier.copyChunk({
-        index: c.index,
-        ranges: c.ranges,
-        bytes: totalBytes(c.ranges),
-      });
+    const chunks = msg.chunks.map((c) => ({ index: c.index, ranges: c.ranges, bytes: totalBytes(c.ranges) }));
+    await forEachBounded(joinChunks(chunks), deps.config.copyConcurrency, async (group) => {
+      const copied = await copier.copyChunks(group);
       bytes += copied;
     });
   } catch (err) {
@@ -138,7 +170,9 @@ export async function copyBatch(deps: BackupDeps, msg: BatchMessage): Promise<"c
     await failRun(deps, msg.diskId, msg.runId, `batch ${msg.batch}: ${why}`);
     return "failed";
   } finally {
-    await opened.close();
+    // Other workers (other instances) read through their own SAS of this snapshot: keep access;
+    // the run's sealer ends it.
+    await opened.close(true);
   }
   // Count only batches of the current planner generation, or those below where it started:
   // a dead planner's batches past its checkpoint were planned again by its successor.

@@ -24,7 +24,7 @@
  */
 import { forEachBounded, PrefixTracker } from "../core/concurrency";
 import type { Deps } from "../deps";
-import type { ChunkCopier } from "../copy/copier";
+import { joinChunks, type ChunkCopier } from "../copy/copier";
 import { compareRanges } from "../diff/compare";
 import type { Listing } from "../diff/lister";
 import { chunksOf, totalBytes, type Chunk, type PageRange, type WindowSet } from "../ranges";
@@ -118,12 +118,18 @@ interface Owner {
 }
 
 type Item =
-  | { kind: "copy"; chunk: Chunk; handle: object }
+  | { kind: "copy"; chunks: Chunk[]; handle: object }
   | { kind: "clear"; range: PageRange; handle: object }
   | { kind: "compare"; chunk: Chunk; handle: object }
   | { kind: "send"; batch: PlannedBatch; owners: Owner[] };
 
 export type StageEnd = "done" | "paused";
+
+function totalBytesOf(chunks: Chunk[]): number {
+  let bytes = 0;
+  for (const c of chunks) bytes += c.bytes;
+  return bytes;
+}
 
 function splitChunk(chunk: Chunk): Chunk[] {
   if (chunk.ranges.length <= MAX_RANGES_PER_BATCH) return [chunk];
@@ -190,8 +196,8 @@ export class CopyStage {
     const compares = chunksOf(piece.both);
     const clears = piece.clears[Symbol.iterator]();
     const pending: Array<{ start: number; make: () => Item | undefined }> = [];
-    for (const chunk of writes)
-      pending.push({ start: chunk.ranges[0].start, make: () => this.planWrite(chunk) });
+    for (const group of joinChunks(writes))
+      pending.push({ start: group[0].ranges[0].start, make: () => this.planWrite(group) });
     for (const chunk of compares)
       pending.push({
         start: chunk.ranges[0].start,
@@ -218,21 +224,29 @@ export class CopyStage {
     this.maybeCheckpoint();
   }
 
-  private planWrite(chunk: Chunk): Item | undefined {
-    const handle = this.prefix.add(chunk.ranges[0].start, { chunksTotal: 1, bytesPlanned: chunk.bytes });
-    this.plannedBytes += chunk.bytes;
-    this.live.bytesPlanned += chunk.bytes;
+  /** A group of write chunks (joinChunks): one copy item, or (fanning out) parts of batches. */
+  private planWrite(group: Chunk[]): Item | undefined {
+    const bytes = totalBytesOf(group);
+    this.plannedBytes += bytes;
+    this.live.bytesPlanned += bytes;
     const fanout = this.o.fanout;
     if (fanout && (fanout.active || this.plannedBytes > fanout.thresholdBytes)) {
-      const parts = splitChunk(chunk);
-      const owner: Owner = { handle, parts: parts.length, sent: 0 };
-      for (const part of parts) {
-        this.batch.parts.push({ chunk: part, owner });
-        this.batch.ranges += part.ranges.length;
+      for (const chunk of group) {
+        const handle = this.prefix.add(chunk.ranges[0].start, { chunksTotal: 1, bytesPlanned: chunk.bytes });
+        const parts = splitChunk(chunk);
+        const owner: Owner = { handle, parts: parts.length, sent: 0 };
+        for (const part of parts) {
+          this.batch.parts.push({ chunk: part, owner });
+          this.batch.ranges += part.ranges.length;
+        }
       }
       return undefined;
     }
-    return { kind: "copy", chunk, handle };
+    const handle = this.prefix.add(group[0].ranges[0].start, {
+      chunksTotal: group.length,
+      bytesPlanned: bytes,
+    });
+    return { kind: "copy", chunks: group, handle };
   }
 
   /** A full batch, taken out of the accumulator, or undefined. */
@@ -274,9 +288,9 @@ export class CopyStage {
     switch (item.kind) {
       case "copy": {
         const copier = await o.copier();
-        const bytes = await copier.copyChunk(item.chunk);
-        o.touched?.add(item.chunk.index);
-        this.done(item.handle, { bytesCopied: bytes, chunksDone: 1 });
+        const bytes = await copier.copyChunks(item.chunks);
+        for (const chunk of item.chunks) o.touched?.add(chunk.index);
+        this.done(item.handle, { bytesCopied: bytes, chunksDone: item.chunks.length });
         break;
       }
       case "clear": {

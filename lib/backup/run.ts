@@ -17,7 +17,7 @@
  *   base again, which covers whatever the failed run half-wrote;
  * - memory is the lister's lookahead plus concurrency × 4 MiB.
  */
-import { errorInfo, isRetryable } from "../core/retry";
+import { errorInfo, isRetryable, rootCause } from "../core/retry";
 import { messageOf } from "../core/errors";
 import type { Deps } from "../deps";
 import { ChunkCopier } from "../copy/copier";
@@ -32,7 +32,7 @@ import {
 } from "../lineage/types";
 import { WindowSet } from "../ranges";
 import type { OpenedSnapshot, Source } from "../sources/port";
-import { describeStorageError, isDiffRefusal } from "../storage/errors";
+import { describeStorageError, isDiffRefusal, StorageError } from "../storage/errors";
 import type { BlobAddress } from "../storage/port";
 import type { BlobLocation } from "../storage/urls";
 import { claimRun, leaseFrom, leaseHolds, ownerId } from "./claim";
@@ -96,6 +96,17 @@ export interface BackupOptions {
   fanout?: FanoutOptions;
   /** Seal a restore point even when nothing changed. */
   force?: boolean;
+}
+
+/**
+ * Why a diff from the base was refused, in the reason of the resync: the code and the first line
+ * of what was said (the service's message, or the source's own, e.g. a base left by a migration
+ * or deleted behind diskdelta's back), never the request ids that follow it.
+ */
+function diffRefusal(err: unknown): string {
+  const root = rootCause(err);
+  const detail = root instanceof StorageError ? root.detail.split("\n")[0].trim() : "";
+  return `the diff from the base was refused: ${errorInfo(root).code}${detail ? ` (${detail})` : ""}`;
 }
 
 /** True when the endpoint is known to answer page-range diffs with the current ranges (Azure/Azurite#812). */
@@ -227,6 +238,15 @@ class Execution {
     // A fanned-out run whose plan is complete is sealed by whoever records its last batch.
     if (this.run.state === "copying" && this.run.planComplete !== "yes") await this.copy();
     if (this.run.state === "sealing") {
+      if (this.run.mode === "fanout" && this.run.sourceSnapshot) {
+        // Every batch is done: end the access its planner and workers kept open (best effort;
+        // the next run's sweep ends what is left).
+        await this.source
+          .endAccess(this.run.sourceSnapshot)
+          .catch((err: unknown) =>
+            this.deps.log.warn(`could not end access to the snapshot: ${messageOf(err)}`),
+          );
+      }
       this.phase("sealing the restore point");
       await seal(this.deps, this.disk, this.tracker, this.backup);
     }
@@ -255,7 +275,12 @@ class Execution {
     };
     await this.sweepLeakedSnapshots().catch(fail);
     const snapshot = await this.source.snapshotFor(this.disk.id, this.run.id).catch(fail);
-    await this.tracker.update({ sourceSnapshot: snapshot.id, sourceSize: snapshot.size, state: "copying" });
+    await this.tracker.update({
+      sourceSnapshot: snapshot.id,
+      sourceSize: snapshot.size,
+      ...(snapshot.capturedAt ? { sourceCapturedAt: snapshot.capturedAt } : {}),
+      state: "copying",
+    });
     this.deps.log.info(
       `run ${this.run.id}: snapshot ${snapshot.id} of disk ${this.disk.id} (${snapshot.size} bytes)`,
     );
@@ -306,11 +331,17 @@ class Execution {
    */
   private async fence(): Promise<number> {
     if (this.run.fence !== undefined) return this.run.fence;
+    const fence = await this.setFence();
+    await this.tracker.update({ fence });
+    return fence;
+  }
+
+  /** Sets a new fence on the backup blob (above its number, read when this invocation prepared it) and returns it. */
+  private async setFence(): Promise<number> {
     const blob: BlobAddress = { kind: "blob", location: this.backup };
-    const current = (await this.deps.storage.properties(blob))?.sequenceNumber ?? 0;
+    const current = this.backupSequence ?? (await this.deps.storage.properties(blob))?.sequenceNumber ?? 0;
     const fence = Math.max(this.deps.now().getTime(), current + 1);
     await this.deps.storage.setSequenceNumber(blob, fence);
-    await this.tracker.update({ fence });
     return fence;
   }
 
@@ -339,6 +370,7 @@ class Execution {
     if (detection !== this.run.detection)
       await this.tracker.update({ detection, reason: chosen.reason ?? this.run.reason });
     const opened = await this.source.open(snapshot);
+    let closed = false;
     const base =
       detection === "service-diff" && this.run.baseSnapshot
         ? await this.source.open(this.run.baseSnapshot)
@@ -363,6 +395,7 @@ class Execution {
             ),
         ));
       this.phase(`listing and copying (${detection})`);
+      let compared = await this.compareSide();
       for (;;) {
         const stage = new CopyStage({
           deps: this.deps,
@@ -370,7 +403,7 @@ class Execution {
           start: from,
           committed,
           copier,
-          compare: { first: opened.address, second: { kind: "blob", location: this.backup } },
+          compare: { first: opened.address, second: compared },
           fanout,
           touched: this.touched,
           checkpoint: (c) =>
@@ -385,7 +418,7 @@ class Execution {
         });
         let end;
         try {
-          end = await stage.run(this.listings(detection, opened, base, from, size));
+          end = await stage.run(this.listings(detection, opened, base, from, size, compared));
         } catch (err) {
           const untrusted = err instanceof UntrustedDiff;
           if (detection !== "service-diff" || !(untrusted || isDiffRefusal(err))) throw err;
@@ -396,11 +429,12 @@ class Execution {
           detection = "compare";
           const reason = untrusted
             ? `the endpoint (${(err as UntrustedDiff).server}) answers page-range diffs wrongly`
-            : `the service refused the diff: ${errorInfo(err).code}`;
+            : diffRefusal(err);
           this.deps.log.info(`run ${this.run.id}: ${reason}; comparing instead`);
           await this.tracker.update(
             untrusted ? { detection, reason } : { detection, kind: "resync", reason },
           );
+          compared = await this.compareSide();
           continue;
         }
         if (end === "paused") {
@@ -422,10 +456,24 @@ class Execution {
         return;
       }
       this.report("sealing", size, { ...NO_COUNTS, ...pick(this.run) });
-      await this.tracker.update({ state: "sealing" });
-    } finally {
+      // The snapshots' reads (managed disks: their grants) end before the run says it is sealing,
+      // so a process killed from here on leaves no grant open.
+      closed = true;
       await opened.close();
       await base?.close();
+      // A run that wrote nothing still fences the blob before its seal: the point's fence is then
+      // known (DiskRecord.baseFence), so later runs that find nothing changed can end unchanged.
+      await this.tracker.update(
+        this.run.fence === undefined
+          ? { state: "sealing", fence: await this.setFence() }
+          : { state: "sealing" },
+      );
+    } finally {
+      if (!closed) {
+        // A fanned-out run's workers read the snapshot on: its access stays open for them.
+        await opened.close(this.run.mode === "fanout");
+        await base?.close();
+      }
     }
   }
 
@@ -437,7 +485,10 @@ class Execution {
    */
   private isUnchanged(size: number): boolean {
     const r = this.run;
-    if (this.options.force || !this.disk.baseSnapshot || r.kind === "full") return false;
+    // A resync's base could not be diffed from (deleted, overwritten, migrated): this run's
+    // snapshot must become the base, so it seals even when it found nothing to write.
+    if (this.options.force || !this.disk.baseSnapshot || r.kind === "full" || r.kind === "resync")
+      return false;
     if (
       this.disk.baseFence === undefined ||
       this.backupSequence !== this.disk.baseFence ||
@@ -453,6 +504,27 @@ class Execution {
     );
   }
 
+  /**
+   * What a compare holds the source snapshot against. The base point's own snapshot when the
+   * backup blob still carries the base seal's fence, or this run's (no one else wrote it since the
+   * base point): the blob is then the base point plus some of this run's own changes, so comparing
+   * with the immutable point finds exactly the changes since the base — the same on a resume as in
+   * a run never interrupted, and counted the same. Otherwise (an earlier run left bytes in the blob
+   * that the base point does not hold, or there is no base point) the blob itself, so those bytes
+   * are found and repaired too.
+   */
+  private async compareSide(): Promise<BlobAddress> {
+    const live: BlobAddress = { kind: "blob", location: this.backup };
+    const seq = this.backupSequence;
+    const clean =
+      seq !== undefined &&
+      (seq === this.disk.baseFence || (this.run.fence !== undefined && seq === this.run.fence));
+    if (!clean || !this.disk.basePoint || this.disk.baseFence === undefined) return live;
+    const point = await this.deps.lineage.getPoint(this.disk.id, this.disk.basePoint);
+    if (!point || point.size !== this.run.sourceSize) return live;
+    return { kind: "blob", location: this.backup, snapshot: point.backupSnapshot };
+  }
+
   /** The listing for a detection, from `from`; a diff's first answer is checked for an endpoint that answers wrongly. */
   private async *listings(
     detection: Detection,
@@ -460,13 +532,14 @@ class Execution {
     base: OpenedSnapshot | undefined,
     from: number,
     size: number,
+    compared: BlobAddress,
   ): AsyncGenerator<Listing> {
     const { config } = this.deps;
     const spec: ListSpec =
       detection === "valid-ranges"
         ? { kind: "valid", address: opened.address }
         : detection === "compare"
-          ? { kind: "compare", first: opened.address, second: { kind: "blob", location: this.backup } }
+          ? { kind: "compare", first: opened.address, second: compared }
           : { kind: "diff", address: opened.address, base: base!.base };
     let checked = detection !== "service-diff" || config.diffMode !== "auto";
     for await (const piece of listChanges(this.deps.storage, spec, from, size, {

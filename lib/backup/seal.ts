@@ -41,6 +41,7 @@ export async function seal(
         sourceSnapshot: run().sourceSnapshot ?? "",
         size: run().sourceSize ?? 0,
         createdAt: deps.now().toISOString(),
+        ...(run().sourceCapturedAt ? { capturedAt: run().sourceCapturedAt } : {}),
       });
     } catch (err) {
       // A retried add whose first try landed: the row is ours.
@@ -127,6 +128,30 @@ export async function finishUnchanged(
       );
   }
   deps.log.info(`run ${run.id}: nothing changed; no restore point made`);
+}
+
+/**
+ * The bookkeeping of a run that already ended, done again where a crash may have cut it short
+ * (idempotent): a succeeded run's disk row points at its snapshot as the base and the base it
+ * diffed from is deleted; a run that failed or found nothing changed no longer holds the disk.
+ */
+export async function settleFinishedRun(deps: Deps, disk: DiskRecord, run: RunRecord): Promise<void> {
+  const source = deps.sources.of(disk);
+  if (run.state === "succeeded" && run.sourceSnapshot) {
+    const advanced =
+      disk.baseSnapshot === run.sourceSnapshot && disk.activeRunId !== run.id
+        ? disk
+        : await advanceBase(deps, disk, run, source);
+    if (run.baseSnapshot && run.baseSnapshot !== advanced.baseSnapshot) {
+      await source
+        .deleteSnapshot(run.baseSnapshot)
+        .catch((err: unknown) =>
+          deps.log.warn(`could not delete the old base ${run.baseSnapshot}: ${messageOf(err)}`),
+        );
+    }
+    return;
+  }
+  await releaseClaim(deps.lineage, disk.id, run.id);
 }
 
 /**

@@ -31,27 +31,60 @@ export function shorten(text: string, width: number): string {
   return `${text.slice(0, head)}…${text.slice(text.length - (width - 1 - head))}`;
 }
 
+/** `text` in at most `width` characters, the start replaced by "…": a path keeps its blob name. */
+export function shortenStart(text: string, width: number): string {
+  if (text.length <= width) return text;
+  return width <= 1 ? "…" : `…${text.slice(text.length - (width - 1))}`;
+}
+
+/** `text` in at most `width` characters, the end replaced by "…": a sentence keeps its start. */
+export function shortenEnd(text: string, width: number): string {
+  if (text.length <= width) return text;
+  return width <= 1 ? "…" : `${text.slice(0, width - 1)}…`;
+}
+
+/** Where a shrunk column loses its characters. */
+export type Shorten = "middle" | "start" | "end";
+
+const SHORTEN: Record<Shorten, (text: string, width: number) => string> = {
+  middle: shorten,
+  start: shortenStart,
+  end: shortenEnd,
+};
+
 /**
  * Left-aligned columns, two spaces apart; the first row is the header. Columns listed in
  * `shrinkable` (by index; the last column by default) give up width, widest first, until the table
- * fits `width`; their values are shortened in the middle.
+ * fits `width`; their values are shortened in the middle, or where `how` says for that column
+ * (paths at the start, so the blob name stays; sentences at the end).
  */
-export function table(rows: string[][], width = TABLE_WIDTH, shrinkable?: number[]): string {
+export function table(
+  rows: string[][],
+  width = TABLE_WIDTH,
+  shrinkable?: number[],
+  how: Record<number, Shorten> = {},
+  /** Columns shrunk only once every `shrinkable` one is as narrow as it goes (ids a user copies). */
+  lastResort: number[] = [],
+): string {
   if (rows.length === 0) return "";
   const n = rows[0].length;
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
   const total = () => widths.reduce((a, b) => a + b, 0) + 2 * (n - 1);
   const canShrink = shrinkable ?? [n - 1];
+  // One character at a time from the widest shrinkable column: they end up level, not one of
+  // them cut to nothing while another stays whole.
   while (total() > width) {
-    const widest = canShrink.reduce((best, i) => (widths[i] > widths[best] ? i : best), canShrink[0]);
-    const floor = Math.max(rows[0][widest].length, 8);
-    if (widths[widest] <= floor) break;
-    widths[widest] = Math.max(floor, widths[widest] - (total() - width));
+    const floorOf = (i: number) => Math.max(rows[0][i].length, 8);
+    let open = canShrink.filter((i) => widths[i] > floorOf(i));
+    if (open.length === 0) open = lastResort.filter((i) => widths[i] > floorOf(i));
+    if (open.length === 0) break;
+    const widest = open.reduce((best, i) => (widths[i] > widths[best] ? i : best), open[0]);
+    widths[widest]--;
   }
   return rows
     .map((r) =>
       r
-        .map((c, i) => shorten(c ?? "", widths[i]).padEnd(widths[i]))
+        .map((c, i) => SHORTEN[how[i] ?? "middle"](c ?? "", widths[i]).padEnd(widths[i]))
         .join("  ")
         .trimEnd(),
     )

@@ -57,7 +57,7 @@ export function buildProgram(): Command {
   const add = disk
     .command("add [id]")
     .description(
-      "register a disk to protect: a page blob (--source <url>), a managed disk (--source <resource id>), or every disk of a VM (--vm)",
+      "register a disk to protect: a page blob (--source <url>), a managed disk (--source <resource id>), or every disk of a VM (--vm; the id, if given, is the prefix of the disks' ids)",
     )
     .option(
       "--source <urlOrId>",
@@ -65,7 +65,7 @@ export function buildProgram(): Command {
     )
     .option(
       "--vm <resourceId>",
-      "register each disk of this VM (OS and data), with ids derived from the VM and LUN",
+      "register each disk of this VM (OS and data) as <vm>-os and <vm>-lun<n> (or <id>-os, <id>-lun<n>)",
     )
     .requiredOption("--backup-account <accountUrl>", "blob service URL of the backup account")
     .option("--backup-container <name>", "container in the backup account", "diskdelta")
@@ -81,10 +81,16 @@ export function buildProgram(): Command {
 
   const set = disk
     .command("set <id>")
-    .description("change a disk's retention or interval (each count 0-1000; the newest point is always kept)")
+    .description(
+      "change a disk's retention or interval (each count 0-1000; the newest point is always kept), or move a page-blob disk to its managed disk",
+    )
     .option(
       "--interval-minutes <n>",
       "back this disk up every n minutes; 'default' for the schedule's interval",
+    )
+    .option(
+      "--source <managedDiskId>",
+      "move a disk registered as a page blob to the managed disk it was converted into; the next backup is a resync that writes only what differs",
     );
   for (const o of keepOptions(false)) set.addOption(o);
   set.action(async (id: string, o) => (await disks()).setCommand(globals(), id, o));
@@ -112,7 +118,7 @@ export function buildProgram(): Command {
   program
     .command("restore <id>")
     .description(
-      "restore a restore point as a new disk (registered for incremental backups), or as a sparse image file with --to-file",
+      "restore a restore point as a new disk (registered for incremental backups), as a new managed disk with --as-managed-disk, or as a sparse image file with --to-file",
     )
     .option(
       "--point <point>",
@@ -132,6 +138,26 @@ export function buildProgram(): Command {
       "write the disk image to a local sparse file instead; rerun the same command to resume",
     )
     .option("--allow-damaged", "restore a point that a verify or restore recorded as damaged")
+    .option(
+      "--as-managed-disk",
+      "restore as a new managed disk (an upload of the point's valid ranges), registered for incremental backups",
+    )
+    .option(
+      "--resource-group <group>",
+      "with --as-managed-disk: the new disk's resource group, a name or /subscriptions/<id>/resourceGroups/<name> (default: the original disk's)",
+    )
+    .option(
+      "--sku <sku>",
+      "with --as-managed-disk: the new disk's sku, e.g. Premium_LRS (default: the original's)",
+    )
+    .option(
+      "--zone <zone>",
+      "with --as-managed-disk: availability zone of the new disk (default: the original's)",
+    )
+    .option(
+      "--location <region>",
+      "with --as-managed-disk: region of the new disk (default: the original managed disk's)",
+    )
     .action(async (id: string, o) => (await restores()).restoreCommand(globals(), id, o));
 
   program
@@ -171,9 +197,29 @@ export function buildProgram(): Command {
   return program;
 }
 
+/**
+ * Problems of one failure that end in the same long advice (how to sign in, when both the source
+ * and the backup account needed a login) keep its first sentence, and the rest is said once, after
+ * them: the advice is read once, not twice in a row.
+ */
+export function sayOnce(message: string): string {
+  const lines = message.split("\n");
+  const items = lines.filter((l) => l.startsWith("  - "));
+  if (items.length < 2 || items.length !== lines.length - 1) return message;
+  let common = items[0];
+  for (const item of items.slice(1)) while (common && !item.endsWith(common)) common = common.slice(1);
+  // The shared advice starts after a ": " and its first sentence stays on each line.
+  const start = common.indexOf(": ");
+  const advice = start >= 0 ? common.slice(start + 2) : "";
+  const firstStop = advice.indexOf(". ");
+  if (advice.length < 100 || firstStop < 0) return message;
+  const rest = advice.slice(firstStop + 2);
+  return [lines[0], ...items.map((l) => l.slice(0, l.length - rest.length - 2)), rest].join("\n");
+}
+
 /** The message of a failure in the CLI's words. */
 export function describeFailure(err: unknown): string {
-  if (err instanceof KindError) return err.render(cliWords);
+  if (err instanceof KindError) return sayOnce(err.render(cliWords));
   return messageOf(err);
 }
 

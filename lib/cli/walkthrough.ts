@@ -144,7 +144,7 @@ async function backUp(narrator: Narrator, engine: Engine, copying: string): Prom
       },
     });
   } finally {
-    bar.done();
+    bar.finish();
     narrator.bar = undefined;
   }
 }

@@ -12,6 +12,7 @@ import type { QueueClient } from "@azure/storage-queue";
 import type { App } from "../app/context";
 import { afterSeal } from "../backup/afterSeal";
 import { setOwnerRole, type OwnerRole } from "../backup/claim";
+import { ArmClients } from "../azure/arm";
 import { AzureCredentials } from "../azure/credentials";
 import { loadConfig, type Config } from "../config/settings";
 import { errorInfo, retryingPort, type RetryPolicy } from "../core/retry";
@@ -21,6 +22,7 @@ import { openTableLineage } from "../lineage/tableStore";
 import type { Lineage } from "../lineage/types";
 import { queueClient, storageQueueSender } from "../queues/sender";
 import { SourceCatalog } from "../sources/catalog";
+import { ManagedDiskCatalog } from "../sources/managedDisk";
 import { AzureStore } from "../storage/azure";
 import { retrying } from "../storage/retrying";
 import { reportRunEnded, reportTimerTick } from "../telemetry";
@@ -45,6 +47,12 @@ export interface EngineOptions {
   identity?: TokenCredential;
   /** What kind of process this is, for the busy message of a disk it holds. */
   role?: OwnerRole;
+  /**
+   * Azure Resource Manager for managed disks: another endpoint than DISKDELTA_ARM_ENDPOINT, and a
+   * certificate to trust for it in this engine only (tests: a local fake's). A child process gets
+   * the same through DISKDELTA_ARM_ENDPOINT and NODE_EXTRA_CA_CERTS.
+   */
+  arm?: { endpoint?: string; ca?: string };
 }
 
 export function retryPolicy(config: Config, log: Logger): RetryPolicy {
@@ -104,7 +112,21 @@ export async function openEngine(
     now: systemClock,
     storage,
     lineage,
-    sources: new SourceCatalog(storage, credentials),
+    sources: new SourceCatalog(
+      storage,
+      credentials,
+      new ManagedDiskCatalog(
+        new ArmClients(() => credentials.identity(), {
+          endpoint: options.arm?.endpoint ?? config.armEndpoint,
+          pollMs: config.armPollMs,
+          retryAttempts: config.retryAttempts,
+          retryBaseMs: config.retryBaseMs,
+          ca: options.arm?.ca,
+        }),
+        storage,
+        { snapshotResourceGroup: config.snapshotResourceGroup, accessSeconds: config.accessSeconds, log },
+      ),
+    ),
     hosts: credentials,
     queues: storageQueueSender(queueFor),
     hooks: { afterSeal, runEnded: reportRunEnded(env, config.schedule) },

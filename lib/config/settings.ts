@@ -45,6 +45,13 @@ export interface Config {
   bodyStallMs: number;
   /** Hosts accepted as storage endpoints beyond the Azure clouds' blob suffixes (custom domains). */
   allowedHosts: string[];
+  /** Azure Resource Manager (managed disks): its endpoint, and how often a long-running operation is polled. */
+  armEndpoint: string;
+  armPollMs: number;
+  /** Where managed-disk snapshots go; undefined: each disk's own resource group. */
+  snapshotResourceGroup?: string;
+  /** Lifetime of a managed-disk snapshot's read SAS (beginGetAccess), renewed while a run still reads. */
+  accessSeconds: number;
 }
 
 export type StorageConnection =
@@ -61,7 +68,7 @@ export interface SettingInfo {
 export const SETTINGS: SettingInfo[] = [
   {
     name: "AzureWebJobsStorage",
-    default: "(unset: the CLI starts an embedded Azurite)",
+    default: "(unset: the embedded storage of DISKDELTA_HOME)",
     meaning:
       "Connection string of the storage holding the lineage tables (and the app's queues). `UseDevelopmentStorage=true` means a local Azurite on the default ports.",
   },
@@ -119,7 +126,8 @@ export const SETTINGS: SettingInfo[] = [
   {
     name: "DISKDELTA_RETRY_ATTEMPTS",
     default: "6",
-    meaning: "Tries per storage call on 408, 429, 5xx and network errors (exponential backoff with jitter).",
+    meaning:
+      "Tries per storage and lineage call on 408, 429, 5xx, network errors and stalled or cut bodies (exponential backoff, full jitter); the SDKs' own retries are off. Reliability says how long giving up takes.",
   },
   {
     name: "DISKDELTA_RETRY_BASE_MS",
@@ -129,13 +137,14 @@ export const SETTINGS: SettingInfo[] = [
   {
     name: "DISKDELTA_TABLE_PREFIX",
     default: "diskdelta",
-    meaning: "Prefix of the lineage tables (<prefix>Disks, <prefix>Runs, <prefix>Points).",
+    meaning:
+      "Prefix of the lineage tables (`<prefix>Disks`, `<prefix>Runs`, `<prefix>Points`) and of the fan-out progress table (`<prefix>Progress`).",
   },
   {
     name: "DISKDELTA_EMBEDDED_PORT",
     default: "10000",
     meaning:
-      "Base port of the embedded Azurite: blob on it, queue on +1, table on +2. Fixed so that disk URLs stored in the lineage stay valid from one command to the next.",
+      "Base port of the embedded storage server: blob on it, queue on +1, table on +2, on 127.0.0.1. Fixed so that disk URLs stored in the lineage stay valid from one command to the next.",
   },
   {
     name: "DISKDELTA_SCHEDULE",
@@ -188,13 +197,13 @@ export const SETTINGS: SettingInfo[] = [
     name: "DISKDELTA_REQUEST_TIMEOUT_SECONDS",
     default: "60",
     meaning:
-      "Longest wait for the headers of one storage response; then the request is retried like a 503 (and, after the last try, fails naming the operation and blob).",
+      "Longest wait for the headers of one blob response, or for a whole lineage (table) answer; then the request is retried like a 503 (and, after the last try, fails naming the operation, blob and range).",
   },
   {
     name: "DISKDELTA_BODY_STALL_SECONDS",
     default: "30",
     meaning:
-      "Longest pause inside a response body (a download that stops sending); the read is then cut and retried like a 503.",
+      "Longest pause inside a download's body (a download that stops sending); the read is then cut and retried like a 503. A body closed early is retried at once.",
   },
   {
     name: "DISKDELTA_ALLOWED_HOSTS",
@@ -203,10 +212,34 @@ export const SETTINGS: SettingInfo[] = [
       "Comma-separated extra host names accepted as storage endpoints (custom domains). By default only the blob endpoints of the Azure clouds (*.blob.core.windows.net, *.blob.core.usgovcloudapi.net, *.blob.core.chinacloudapi.cn, managed-disk *.blob.storage.azure.net) and, with an account key configured, loopback emulators are accepted, so no credential is ever sent to another host.",
   },
   {
+    name: "DISKDELTA_ARM_ENDPOINT",
+    default: "https://management.azure.com",
+    meaning:
+      "Azure Resource Manager endpoint for managed disks (another cloud: https://management.usgovcloudapi.net, https://management.chinacloudapi.cn); tokens are asked for `<endpoint>/.default`. HTTPS only: a bearer token never travels in the clear.",
+  },
+  {
+    name: "DISKDELTA_ARM_POLL_MS",
+    default: "2000",
+    meaning:
+      "Milliseconds between two polls of a long-running ARM operation (snapshot, grant and revoke of access, delete) when ARM sends no Retry-After; 2 s is the SDK's own default.",
+  },
+  {
+    name: "DISKDELTA_SNAPSHOT_RESOURCE_GROUP",
+    default: "(the disk's own resource group)",
+    meaning:
+      "Resource group, in each disk's subscription and region, where diskdelta keeps the incremental snapshots of managed disks; the identity needs Disk Snapshot Contributor there.",
+  },
+  {
+    name: "DISKDELTA_ACCESS_SECONDS",
+    default: "3600",
+    meaning:
+      "Lifetime of the read SAS of a managed-disk snapshot (beginGetAccess); a run that still reads renews it at three quarters of that, and every SAS is revoked (endGetAccess) when its reader is done. Short, because a SAS is a credential.",
+  },
+  {
     name: "DISKDELTA_HOME",
     default: "~/.diskdelta",
     meaning:
-      "Folder of the embedded Azurite's data and keys, one per user (as az keeps ~/.azure). A relative path is resolved once, against the working directory of the command that reads it; `diskdelta info` shows the folder in use.",
+      "Folder of the embedded storage: its data, keys (accounts.json), lock and server log, one per user (as az keeps ~/.azure), made 0700 with 0600 files. A relative path is resolved once, against the working directory of the command that reads it; `diskdelta info` shows the folder in use and its storage server.",
   },
 ];
 
@@ -222,6 +255,29 @@ export class ConfigError extends KindError {
     );
     this.name = "ConfigError";
   }
+}
+
+/** The well-known development account that every Azurite serves (UseDevelopmentStorage=true); its key is public. */
+export const DEV_ACCOUNT = "devstoreaccount1";
+export const DEV_ACCOUNT_KEY =
+  "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/**
+ * The account and key a connection string carries: a key given once in AzureWebJobsStorage also
+ * reaches that account's blobs (disks and backups in the app's own account, or an emulator), so
+ * it need not be repeated in STORAGE_ACCOUNT_KEYS. An entry there wins.
+ */
+export function connectionStringKey(
+  storage: StorageConnection | undefined,
+): { account: string; key: string } | undefined {
+  if (storage?.kind !== "connectionString") return undefined;
+  const cs = storage.connectionString;
+  if (/^\s*UseDevelopmentStorage=true\s*;?\s*$/i.test(cs))
+    return { account: DEV_ACCOUNT, key: DEV_ACCOUNT_KEY };
+  const field = (name: string) => new RegExp(`(?:^|;)\\s*${name}=([^;]*)`, "i").exec(cs)?.[1]?.trim();
+  const account = field("AccountName");
+  const key = field("AccountKey");
+  return account && key ? { account, key } : undefined;
 }
 
 /** Parses `account:base64key;account2:key2`. Problems are named without echoing any key. */
@@ -346,6 +402,35 @@ function homeSetting(env: NodeJS.ProcessEnv): string {
 const HOST_NAME =
   /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
+/** Resource group names as ARM takes them: 1-90 of letters, digits, `_ - . ( )`, not ending in a period. */
+const RESOURCE_GROUP = /^[-\w.()]{0,89}[-\w()]$/;
+
+function armEndpointSetting(env: NodeJS.ProcessEnv, problems: string[]): string {
+  const raw = env.DISKDELTA_ARM_ENDPOINT?.trim() || "https://management.azure.com";
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    problems.push(`DISKDELTA_ARM_ENDPOINT=${raw} is not a URL (e.g. https://management.azure.com)`);
+    return raw;
+  }
+  if (url.protocol !== "https:" || url.search || url.username || url.password || url.pathname !== "/")
+    problems.push(
+      `DISKDELTA_ARM_ENDPOINT=${raw} must be an https origin without path or query (e.g. https://management.azure.com): ARM tokens travel over TLS only`,
+    );
+  return url.origin;
+}
+
+function snapshotGroupSetting(env: NodeJS.ProcessEnv, problems: string[]): string | undefined {
+  const raw = env.DISKDELTA_SNAPSHOT_RESOURCE_GROUP?.trim();
+  if (!raw) return undefined;
+  if (!RESOURCE_GROUP.test(raw))
+    problems.push(
+      `DISKDELTA_SNAPSHOT_RESOURCE_GROUP=${raw} is not a resource group name (1-90 letters, digits, _ - . ( ), not ending in a period)`,
+    );
+  return raw;
+}
+
 function hostsSetting(env: NodeJS.ProcessEnv, problems: string[]): string[] {
   const raw = env.DISKDELTA_ALLOWED_HOSTS?.trim();
   if (!raw) return [];
@@ -412,6 +497,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     requestTimeoutMs: 1000 * intSetting(env, "DISKDELTA_REQUEST_TIMEOUT_SECONDS", 60, problems),
     bodyStallMs: 1000 * intSetting(env, "DISKDELTA_BODY_STALL_SECONDS", 30, problems),
     allowedHosts: hostsSetting(env, problems),
+    armEndpoint: armEndpointSetting(env, problems),
+    armPollMs: intSetting(env, "DISKDELTA_ARM_POLL_MS", 2000, problems, (n) =>
+      n <= 60_000 ? undefined : "is above a minute; ARM's own Retry-After is seconds",
+    ),
+    snapshotResourceGroup: snapshotGroupSetting(env, problems),
+    accessSeconds: intSetting(env, "DISKDELTA_ACCESS_SECONDS", 3600, problems, (n) =>
+      n <= 24 * 3600 ? undefined : "is above a day; a SAS is a credential, keep it short",
+    ),
   };
   if (!/^[A-Za-z][A-Za-z0-9]{2,40}$/.test(config.tablePrefix)) {
     problems.push(
@@ -419,5 +512,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     );
   }
   if (problems.length) throw new ConfigError(problems);
+  const own = connectionStringKey(config.storage);
+  if (own && !config.accountKeys.has(own.account)) config.accountKeys.set(own.account, own.key);
   return config;
 }

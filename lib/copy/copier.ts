@@ -29,6 +29,77 @@ export interface CopyCounters {
   bytesCleared: number;
 }
 
+/**
+ * Whether an endpoint copies server-side, learnt once per store and target endpoint (not per
+ * copier: a fan-out worker builds one copier per message, and each would otherwise spend a refused
+ * request to learn it again). A pending entry is the first copy trying it; others wait for it.
+ */
+const serverCopy = new WeakMap<PageStore, Map<string, Promise<boolean> | boolean>>();
+
+function endpointOf(a: PageAddress): string {
+  if (a.kind === "sas") return `sas:${a.label}`;
+  try {
+    return new URL(a.location.url).origin;
+  } catch {
+    return a.location.url;
+  }
+}
+
+/**
+ * Consecutive chunks grouped where a range runs on across a window boundary and the joined range
+ * still fits one request (4 MiB): such a range is then copied by one read and one write instead of
+ * two of each. Chunks stay the unit of checkpoints and digests; a group is only the unit of work.
+ * On a scattered disk a quarter of 1 MiB extents cross a boundary; on a dense one, only extents
+ * that end a little past one.
+ */
+/** Chunks in one group at most: a group is copied by one worker, so long chains would serialize. */
+const MAX_GROUP = 4;
+
+export function joinChunks(chunks: Iterable<Chunk>): Chunk[][] {
+  const groups: Chunk[][] = [];
+  let group: Chunk[] | undefined;
+  /** The last request of the current group, as requestsOf forms it. */
+  let last: PageRange | undefined;
+  for (const chunk of chunks) {
+    const head = chunk.ranges[0];
+    const prev = group?.[group.length - 1];
+    const joined =
+      group !== undefined &&
+      group.length < MAX_GROUP &&
+      prev !== undefined &&
+      prev.index + 1 === chunk.index &&
+      last !== undefined &&
+      head !== undefined &&
+      last.end === head.start &&
+      head.end - last.start <= WINDOW_SIZE;
+    if (joined) group!.push(chunk);
+    else {
+      groups.push((group = [chunk]));
+      last = undefined;
+    }
+    for (const r of chunk.ranges) {
+      last =
+        last && last.end === r.start && r.end - last.start <= WINDOW_SIZE
+          ? { start: last.start, end: r.end }
+          : { start: r.start, end: r.end };
+    }
+  }
+  return groups;
+}
+
+/** The ranges of a group as requests: ranges touching across a window boundary joined while they fit 4 MiB. */
+export function requestsOf(group: Chunk[]): PageRange[] {
+  const out: PageRange[] = [];
+  for (const chunk of group) {
+    for (const r of chunk.ranges) {
+      const last = out[out.length - 1];
+      if (last && last.end === r.start && r.end - last.start <= WINDOW_SIZE) last.end = r.end;
+      else out.push({ start: r.start, end: r.end });
+    }
+  }
+  return out;
+}
+
 export class ChunkCopier {
   private serverSide: boolean;
 
@@ -61,19 +132,77 @@ export class ChunkCopier {
     }
   }
 
+  /** Copies a group of chunks (joinChunks), joined ranges as one request; returns the bytes written. */
+  async copyChunks(group: Chunk[]): Promise<number> {
+    if (group.length === 1) return this.copyChunk(group[0]);
+    try {
+      let bytes = 0;
+      for (const range of requestsOf(group)) {
+        await this.copyRange(range);
+        bytes += range.end - range.start;
+      }
+      return bytes;
+    } catch (err) {
+      throw err instanceof ChunkError ? err : new ChunkError(group[0].index, err);
+    }
+  }
+
   private async copyRange(range: PageRange): Promise<void> {
-    if (this.serverSide) {
-      try {
-        await this.storage.writeFrom(this.target, range.start, this.source, range.end - range.start, {
-          fence: this.fence,
-        });
-        return;
-      } catch (err) {
-        if (this.mode === "server" || !isNotImplemented(err)) throw err;
-        // The endpoint has no Put Page From URL (Azurite answers 501): stream from now on.
+    if (this.mode === "server") return this.writeFromSource(range);
+    if (this.serverSide && (await this.copiedServerSide(range))) return;
+    await this.stream(range);
+  }
+
+  /**
+   * Auto mode: copies `range` server-side and answers true if the endpoint can, or answers false
+   * when it cannot (Azurite answers 501), learning that once for every copier on this store.
+   */
+  private async copiedServerSide(range: PageRange): Promise<boolean> {
+    let known = serverCopy.get(this.storage);
+    if (!known) serverCopy.set(this.storage, (known = new Map()));
+    const key = endpointOf(this.target);
+    for (;;) {
+      const state = known.get(key);
+      if (state instanceof Promise) {
+        // Another copy is finding out; if it failed for another reason, find out here.
+        await state.catch(() => undefined);
+        continue;
+      }
+      if (state === false) {
         this.serverSide = false;
+        return false;
+      }
+      if (state === true) {
+        await this.writeFromSource(range);
+        return true;
+      }
+      const probe = this.writeFromSource(range).then(
+        () => true,
+        (err: unknown) => {
+          if (isNotImplemented(err)) return false;
+          throw err;
+        },
+      );
+      known.set(key, probe);
+      try {
+        const works = await probe;
+        known.set(key, works);
+        if (!works) this.serverSide = false;
+        return works;
+      } catch (err) {
+        known.delete(key);
+        throw err;
       }
     }
+  }
+
+  private writeFromSource(range: PageRange): Promise<void> {
+    return this.storage.writeFrom(this.target, range.start, this.source, range.end - range.start, {
+      fence: this.fence,
+    });
+  }
+
+  private async stream(range: PageRange): Promise<void> {
     const data = await this.storage.read(this.source, range);
     await this.storage.write(this.target, range.start, data, { fence: this.fence });
   }

@@ -11,10 +11,9 @@
 import fs from "node:fs";
 import path from "node:path";
 
-/** The well-known development account that every Azurite serves; its key is public. */
-export const DEV_ACCOUNT = "devstoreaccount1";
-export const DEV_ACCOUNT_KEY =
-  "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+import { DEV_ACCOUNT, DEV_ACCOUNT_KEY } from "../config/settings";
+
+export { DEV_ACCOUNT, DEV_ACCOUNT_KEY };
 
 export interface AzuriteOptions {
   /** Extra accounts, name → base64 key. */

@@ -30,6 +30,17 @@ export class MemoryLineage implements Lineage {
   private readonly batches = new Map<string, { counted: Set<string>; progress: BatchProgress }>();
   private etags = 0;
 
+  /** An independent copy of every row (simulations replay a scenario from a copy of one world). */
+  clone(): MemoryLineage {
+    const copy = new MemoryLineage();
+    for (const [k, v] of this.disks) copy.disks.set(k, structuredClone(v));
+    for (const [k, v] of this.runs) copy.runs.set(k, structuredClone(v));
+    for (const [k, v] of this.points) copy.points.set(k, structuredClone(v));
+    for (const [k, v] of this.batches) copy.batches.set(k, structuredClone(v));
+    copy.etags = this.etags;
+    return copy;
+  }
+
   private etag(): string {
     return `W/"m${++this.etags}"`;
   }

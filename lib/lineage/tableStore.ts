@@ -123,6 +123,7 @@ const RUN_COLUMNS: Columns<RunRecord> = {
   owner: "string",
   leaseUntil: "string",
   sourceSnapshot: "string?",
+  sourceCapturedAt: "string?",
   baseSnapshot: "string?",
   sourceSize: "number?",
   rangesWritten: "number",

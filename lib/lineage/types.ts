@@ -74,6 +74,8 @@ export interface RunRecord {
   leaseUntil: string;
   /** The source snapshot this run copies, once taken. */
   sourceSnapshot?: string;
+  /** When the source snapshot was taken, where its id is not that time (a managed disk's snapshot). */
+  sourceCapturedAt?: string;
   /** The base it diffs from (absent for a full run). */
   baseSnapshot?: string;
   sourceSize?: number;

@@ -41,12 +41,22 @@ export interface ChunkMessage {
   chunks: { index: number; ranges: [number, number][] }[];
 }
 
+/** Where a restore as a managed disk puts the new disk (absent fields: the original disk's). */
+export interface ManagedRestoreTarget {
+  resourceGroup?: string;
+  sku?: string;
+  zone?: string;
+  location?: string;
+}
+
 export interface RestoreRequestMessage {
   diskId: string;
   point: string;
   name?: string;
   overwrite?: boolean;
   allowDamaged?: boolean;
+  /** Present for a restore as a managed disk. */
+  asManagedDisk?: ManagedRestoreTarget;
   /** The restore's id (rs-…): the request, its log lines and the restored disk's first run. */
   requestId: string;
 }
@@ -132,9 +142,23 @@ export function decodeChunkMessage(raw: unknown): ChunkMessage {
   };
 }
 
+function decodeManagedTarget(value: unknown): ManagedRestoreTarget | undefined {
+  if (value === undefined) return undefined;
+  if (!value || typeof value !== "object" || Array.isArray(value))
+    throw new MessageError("message field asManagedDisk must be an object");
+  const m = value as Record<string, unknown>;
+  return {
+    resourceGroup: field(m, "resourceGroup", "string", true),
+    sku: field(m, "sku", "string", true),
+    zone: field(m, "zone", "string", true),
+    location: field(m, "location", "string", true),
+  };
+}
+
 export function decodeRestoreRequest(raw: unknown): RestoreRequestMessage {
   const m = parseMessage(raw);
   return {
+    asManagedDisk: decodeManagedTarget(m.asManagedDisk),
     diskId: field(m, "diskId", "string"),
     point: field(m, "point", "string"),
     name: field(m, "name", "string", true),

@@ -27,7 +27,7 @@ import type { Deps } from "../deps";
 import { checkDiskId, requireDisk } from "../disks/register";
 import { newId } from "../lineage/ids";
 import { backupLocation, pointIdOf, sourceBlobLocation } from "../lineage/locations";
-import { pointTimeIso, type DiskRecord, type RestorePointRecord } from "../lineage/types";
+import { pointTimeIso, type DiskRecord, type RestorePointRecord, type RunRecord } from "../lineage/types";
 import { tags } from "../sources/tagged";
 import type { BlobAddress } from "../storage/port";
 import { blobLocation, type BlobLocation } from "../storage/urls";
@@ -64,7 +64,7 @@ export interface RestoreResult {
   restoredPoint: RestorePointRecord;
   fromDiskId: string;
   size: number;
-  pointId?: string;
+  pointId: string;
   /** Blobs that existed and were replaced (restore targets diskdelta made earlier). */
   replaced: string[];
   checkedBy: "digests" | "range-md5";
@@ -73,6 +73,8 @@ export interface RestoreResult {
 /** Metadata that marks a blob as a restore target diskdelta made: `<from disk>/<point>` and the new disk's name. */
 export const RESTORE_OF_TAG = "diskdeltarestoreof";
 export const RESTORE_AS_TAG = "diskdeltarestoreas";
+/** The restore's id (rs-…), so the rerun of an interrupted restore goes on as the same restore. */
+export const RESTORE_ID_TAG = "diskdeltarestoreid";
 
 /** `<disk>-restored-<point time>` in disk-id form, e.g. web1-restored-20261125t114100z. */
 export function defaultRestoreName(diskId: string, point: RestorePointRecord): string {
@@ -108,10 +110,12 @@ export interface Target {
   location: BlobLocation;
   /** It exists and will be replaced (a restore target diskdelta made). */
   replace: boolean;
+  /** It is the leftover of an interrupted restore to the same name: that restore's id. */
+  leftoverOf?: string;
 }
 
 /** Checks one target before anything is written; returns whether it will be replaced, or the problem. */
-async function checkTarget(
+export async function checkTarget(
   deps: Deps,
   disks: DiskRecord[],
   what: string,
@@ -142,7 +146,7 @@ async function checkTarget(
   if (props.metadata[RESTORE_AS_TAG] === name) {
     // The leftover of an interrupted restore to this very name (no disk registered it): take it over.
     deps.log.info(`${what} ${loc.url} is the leftover of an interrupted restore as ${name}; replacing it`);
-    return { what, location: loc, replace: true };
+    return { what, location: loc, replace: true, leftoverOf: props.metadata[RESTORE_ID_TAG] };
   }
   if (!overwrite)
     return {
@@ -152,38 +156,17 @@ async function checkTarget(
   return { what, location: loc, replace: true };
 }
 
-/** Where a restore of `disk` as `name` writes, and what it may replace; every check, before any write. */
-export interface RestorePlan {
-  newDisk: BlobLocation;
-  newBackup: BlobLocation;
-  targets: Target[];
-}
-
-/**
- * Checks the targets of a restore of `disk` as `name` before anything is written, naming every
- * problem at once: a name registered already, a target that is the source or backup blob of any
- * registered disk (refused with or without `overwrite`, naming that disk), a blob that exists and
- * was not made by a diskdelta restore, a leased one, another restore's target without
- * `overwrite`. The HTTP API calls it too, so a request that can never be carried out is answered
- * 400 at once instead of being queued.
- */
-export async function checkRestoreTargets(
+/** The checks of both targets of a restore as `name`: what will be replaced, and every problem. */
+async function checkTargets(
   deps: Deps,
-  disk: DiskRecord,
+  disks: DiskRecord[],
+  newDisk: BlobLocation,
+  newBackup: BlobLocation,
   name: string,
   overwrite: boolean,
-): Promise<RestorePlan> {
-  const source = sourceBlobLocation(disk);
-  if (!source)
-    throw InputError.field("diskId", `disk ${disk.id} is a managed disk: restore it as a managed disk`);
-  const pointBackup = backupLocation(disk);
-  const newDisk = newDiskLocation(source, name);
-  const newBackup = blobLocation(pointBackup, pointBackup.container, name);
-  const problems: Problem[] = [];
-  const disks = await deps.lineage.listDisks();
-  if (disks.some((d) => d.id === name))
-    problems.push({ field: "name", message: `disk ${name} is already registered; choose another {{name}}` });
+): Promise<{ targets: Target[]; problems: Problem[] }> {
   const targets: Target[] = [];
+  const problems: Problem[] = [];
   for (const [what, loc] of [
     ["the restored disk", newDisk],
     ["the restored disk's backup blob", newBackup],
@@ -192,8 +175,37 @@ export async function checkRestoreTargets(
     if ("message" in checked) problems.push(checked);
     else targets.push(checked);
   }
+  return { targets, problems };
+}
+
+/**
+ * Refuses, before anything is written or queued, a restore of `disk` (a page blob) as `name` whose
+ * targets are refused: a target that is the source or backup blob of any registered disk (with or
+ * without `overwrite`, naming that disk), a blob that exists and was not made by a diskdelta
+ * restore, a leased one, another restore's target without `overwrite`. The HTTP API calls it, so
+ * a request that can never be carried out is answered 400 at once instead of being queued and
+ * refused in the worker's log; the restore itself checks the same again.
+ */
+export async function checkRestoreTargets(
+  deps: Deps,
+  disk: DiskRecord,
+  name: string,
+  overwrite: boolean,
+): Promise<void> {
+  const source = sourceBlobLocation(disk);
+  if (!source) return;
+  const pointBackup = backupLocation(disk);
+  const newDisk = newDiskLocation(source, name);
+  const newBackup = blobLocation(pointBackup, pointBackup.container, name);
+  const { problems } = await checkTargets(
+    deps,
+    await deps.lineage.listDisks(),
+    newDisk,
+    newBackup,
+    name,
+    overwrite,
+  );
   if (problems.length) throw new InputError(problems);
-  return { newDisk, newBackup, targets };
 }
 
 export async function restoreAsNewDisk(
@@ -202,6 +214,12 @@ export async function restoreAsNewDisk(
   options: RestoreOptions = {},
 ): Promise<RestoreResult> {
   const disk = await requireDisk(deps, diskId);
+  const source = sourceBlobLocation(disk);
+  if (!source)
+    throw InputError.field(
+      "diskId",
+      `disk ${diskId} is a managed disk: restore it as a managed disk ({{asManagedDisk}})`,
+    );
   const point = await selectPoint(deps.lineage, diskId, options.point ?? "latest");
   checkNotDamaged(point, options.allowDamaged);
   const name = options.name ?? defaultRestoreName(diskId, point);
@@ -211,14 +229,38 @@ export async function restoreAsNewDisk(
       "name",
       options.name ? nameProblem : `${nameProblem}; choose a shorter one with {{name}}`,
     );
-  // Every check before the first write, so bad input leaves nothing behind.
-  const { newDisk, newBackup, targets } = await checkRestoreTargets(
-    deps,
-    disk,
-    name,
-    Boolean(options.overwrite),
-  );
   const pointBackup = backupLocation(disk);
+  const newDisk = newDiskLocation(source, name);
+  const newBackup = blobLocation(pointBackup, pointBackup.container, name);
+
+  // Every check before the first write, so bad input leaves nothing behind.
+  const problems: Problem[] = [];
+  const disks = await deps.lineage.listDisks();
+  const registered = disks.find((d) => d.id === name);
+  if (registered) {
+    // The same restore delivered again (its first attempt was cut short after it registered the
+    // disk, or the queue redelivered its message): done. Another restore to a registered name is refused.
+    const done = options.restoreId
+      ? await alreadyRestored(deps, registered, disk, point, options.restoreId)
+      : undefined;
+    if (done) return done;
+    const restoredFrom = (
+      await deps.storage
+        .properties({ kind: "blob", location: sourceBlobLocation(registered) ?? newDisk })
+        .catch(() => undefined)
+    )?.metadata[RESTORE_OF_TAG];
+    problems.push({
+      field: "name",
+      message:
+        restoredFrom === `${disk.id}/${point.id}`
+          ? `disk ${name} is already registered: it is the restore of point ${point.id} of disk ${disk.id} made earlier (it may have changed since); choose another {{name}} to restore it again`
+          : `disk ${name} is already registered; choose another {{name}}`,
+    });
+  }
+  const checked = await checkTargets(deps, disks, newDisk, newBackup, name, Boolean(options.overwrite));
+  const targets = checked.targets;
+  problems.push(...checked.problems);
+  if (problems.length) throw new InputError(problems);
 
   // Held from before the snapshot is checked until the last write is done: retention spares it.
   const hold = await holdPoint(deps, point, `restore of ${point.id} as disk ${name}`);
@@ -256,9 +298,15 @@ async function restoreHeld(
     throw new Error(
       `restore point ${point.id} is recorded as ${point.size} bytes but its snapshot is ${size}`,
     );
-  const restoreId = options.restoreId ?? newId(deps.now(), "rs");
+  // An interrupted restore to this name goes on under its own id: the rows it may have written are its own.
+  const restoreId =
+    options.restoreId ?? targets.find((t) => t.leftoverOf)?.leftoverOf ?? newId(deps.now(), "rs");
   const made: BlobAddress[] = [];
-  const mark = { [RESTORE_OF_TAG]: `${disk.id}/${point.id}`, [RESTORE_AS_TAG]: name };
+  const mark = {
+    [RESTORE_OF_TAG]: `${disk.id}/${point.id}`,
+    [RESTORE_AS_TAG]: name,
+    [RESTORE_ID_TAG]: restoreId,
+  };
   try {
     for (const t of targets) {
       if (t.replace)
@@ -299,7 +347,8 @@ async function restoreHeld(
     const baseSnapshot = await storage.snapshot(diskAddress, tags(name, restoreId));
     made.push({ kind: "blob", location: newDisk, snapshot: baseSnapshot });
 
-    // Register: the last step, and the one that makes the restore visible.
+    // The restore's run and point rows, then the disk row: registering is the last step, the one
+    // that makes the restore visible, so a crash before it leaves rows a rerun (same id) rewrites.
     const at = deps.now().toISOString();
     const record: DiskRecord = {
       id: name,
@@ -321,18 +370,7 @@ async function restoreHeld(
       retainWeekly: disk.retainWeekly,
       retainMonthly: disk.retainMonthly,
     };
-    try {
-      await lineage.addDisk(record);
-    } catch (err) {
-      if (err instanceof ConflictError)
-        throw InputError.field(
-          "name",
-          `disk ${name} was registered meanwhile by someone else; choose another {{name}}`,
-        );
-      throw err;
-    }
-    made.length = 0; // registered: from here on nothing is rolled back
-    const recorded = await recordRestoreRun(deps, record, point, {
+    await recordRestoreRows(deps, record, point, {
       restoreId,
       pointId,
       backupSnapshot,
@@ -340,6 +378,21 @@ async function restoreHeld(
       at,
       digestsUrl: digests.location.url,
     });
+    try {
+      await lineage.addDisk(record);
+    } catch (err) {
+      const registered = err instanceof ConflictError ? await lineage.getDisk(name) : undefined;
+      if (registered?.lastRunId !== restoreId) {
+        if (err instanceof ConflictError)
+          throw InputError.field(
+            "name",
+            `disk ${name} was registered meanwhile by someone else; choose another {{name}}`,
+          );
+        throw err;
+      }
+      // Our own registration, whose answer a retry lost: the restore is done.
+    }
+    made.length = 0; // registered: from here on nothing is rolled back
     return {
       restoreId,
       diskId: name,
@@ -350,11 +403,14 @@ async function restoreHeld(
       restoredPoint: point,
       fromDiskId: disk.id,
       size,
-      pointId: recorded ? pointId : undefined,
+      pointId,
       replaced: targets.filter((t) => t.replace).map((t) => t.location.url),
       checkedBy: read.checkedBy,
     };
   } catch (err) {
+    // A point row this attempt wrote names snapshots deleted below: it goes too (a run row, in a
+    // partition no registered disk owns, is unseen and rewritten by a rerun of the same restore).
+    await lineage.deletePoint(name, pointIdOf(restoreId)).catch(() => undefined);
     const label = (a: BlobAddress) => `${a.location.url}${a.snapshot ? ` snapshot ${a.snapshot}` : ""}`;
     const left = made.reverse();
     while (left.length > 0) {
@@ -384,10 +440,10 @@ async function restoreHeld(
 
 /**
  * The restore in the new disk's history: a succeeded run with trigger "restore" and its first
- * restore point (the promoted snapshot). Best effort: the disk is registered and backs up
- * correctly without them, so a failure here is a warning, not a failed restore.
+ * restore point (the promoted snapshot). Written before the disk row; a rerun of the same restore
+ * (same id) rewrites them with what it made, so they always name the snapshots that exist.
  */
-async function recordRestoreRun(
+export async function recordRestoreRows(
   deps: Deps,
   disk: DiskRecord,
   from: RestorePointRecord,
@@ -399,50 +455,105 @@ async function recordRestoreRun(
     at: string;
     digestsUrl: string;
   },
-): Promise<boolean> {
+): Promise<void> {
+  const run: RunRecord = {
+    id: r.restoreId,
+    diskId: disk.id,
+    trigger: "restore",
+    kind: "full",
+    state: "succeeded",
+    startedAt: r.at,
+    updatedAt: r.at,
+    finishedAt: r.at,
+    owner: "restore",
+    leaseUntil: r.at,
+    sourceSnapshot: disk.baseSnapshot,
+    sourceSize: disk.baseSize,
+    rangesWritten: 0,
+    rangesCleared: 0,
+    chunksTotal: 0,
+    chunksDone: 0,
+    bytesPlanned: 0,
+    bytesCopied: 0,
+    bytesCleared: 0,
+    backupSnapshot: r.backupSnapshot,
+    restorePoint: r.pointId,
+    reason: `restored from disk ${from.diskId} restore point ${from.id}`,
+  };
+  const point: RestorePointRecord = {
+    id: r.pointId,
+    diskId: disk.id,
+    runId: r.restoreId,
+    kind: "full",
+    backupSnapshot: r.backupSnapshot,
+    backupUrl: r.backupUrl,
+    sourceSnapshot: disk.baseSnapshot ?? "",
+    size: disk.baseSize ?? 0,
+    createdAt: r.at,
+    capturedAt: pointTimeIso(from),
+    digestsUrl: r.digestsUrl,
+  };
+  await put(
+    () => deps.lineage.addRun(run),
+    async () => {
+      const found = await deps.lineage.getRun(disk.id, run.id);
+      if (found) await deps.lineage.updateRun({ ...run, etag: found.etag });
+    },
+  );
+  await put(
+    () => deps.lineage.addPoint(point),
+    async () => {
+      const found = await deps.lineage.getPoint(disk.id, point.id);
+      if (found) await deps.lineage.updatePoint({ ...point, etag: found.etag });
+    },
+  );
+}
+
+/** Adds a row, or (it exists: an earlier attempt of the same restore wrote it) replaces it. */
+async function put(add: () => Promise<unknown>, replace: () => Promise<void>): Promise<void> {
   try {
-    await deps.lineage.addRun({
-      id: r.restoreId,
-      diskId: disk.id,
-      trigger: "restore",
-      kind: "full",
-      state: "succeeded",
-      startedAt: r.at,
-      updatedAt: r.at,
-      finishedAt: r.at,
-      owner: "restore",
-      leaseUntil: r.at,
-      sourceSnapshot: disk.baseSnapshot,
-      sourceSize: disk.baseSize,
-      rangesWritten: 0,
-      rangesCleared: 0,
-      chunksTotal: 0,
-      chunksDone: 0,
-      bytesPlanned: 0,
-      bytesCopied: 0,
-      bytesCleared: 0,
-      backupSnapshot: r.backupSnapshot,
-      restorePoint: r.pointId,
-      reason: `restored from disk ${from.diskId} restore point ${from.id}`,
-    });
-    await deps.lineage.addPoint({
-      id: r.pointId,
-      diskId: disk.id,
-      runId: r.restoreId,
-      kind: "full",
-      backupSnapshot: r.backupSnapshot,
-      backupUrl: r.backupUrl,
-      sourceSnapshot: disk.baseSnapshot ?? "",
-      size: disk.baseSize ?? 0,
-      createdAt: r.at,
-      capturedAt: pointTimeIso(from),
-      digestsUrl: r.digestsUrl,
-    });
-    return true;
+    await add();
   } catch (err) {
-    deps.log.warn(
-      `restored disk ${disk.id} is registered, but its restore run was not recorded: ${messageOf(err)}`,
-    );
-    return false;
+    if (!(err instanceof ConflictError)) throw err;
+    await replace();
   }
+}
+
+/**
+ * The result of a restore that already happened: `registered` was made by restoring `point` of
+ * `from` (its disk blob says so in its metadata), is whole (its first point recorded) and was made
+ * by restore `restoreId`. A redelivery of that restore answers this instead of failing on the
+ * name it registered itself.
+ */
+async function alreadyRestored(
+  deps: Deps,
+  registered: DiskRecord,
+  from: DiskRecord,
+  point: RestorePointRecord,
+  restoreId: string,
+): Promise<RestoreResult | undefined> {
+  const source = sourceBlobLocation(registered);
+  if (!source || !registered.basePoint || !registered.baseSnapshot) return undefined;
+  if (registered.basePoint !== pointIdOf(restoreId)) return undefined;
+  const props = await deps.storage.properties({ kind: "blob", location: source });
+  if (props?.metadata[RESTORE_OF_TAG] !== `${from.id}/${point.id}`) return undefined;
+  const first = await deps.lineage.getPoint(registered.id, registered.basePoint);
+  if (!first) return undefined;
+  deps.log.info(
+    `disk ${registered.id} was restored from point ${point.id} already (restore ${first.runId}); nothing to do`,
+  );
+  return {
+    restoreId: first.runId,
+    diskId: registered.id,
+    diskUrl: source.url,
+    baseSnapshot: registered.baseSnapshot,
+    backupBlobUrl: backupLocation(registered).url,
+    backupSnapshot: first.backupSnapshot,
+    restoredPoint: point,
+    fromDiskId: from.id,
+    size: registered.baseSize ?? point.size,
+    pointId: first.id,
+    replaced: [],
+    checkedBy: first.digestsUrl ? "digests" : "range-md5",
+  };
 }

@@ -7,10 +7,10 @@ import { InputError } from "../core/errors";
 import type { PageStore } from "../storage/port";
 import { parseBlobUrl, type HostPolicy } from "../storage/urls";
 import { inspectPageBlob, PageBlobSource } from "./pageBlob";
-import type { InspectedSource, Source, Sources } from "./port";
+import type { InspectedSource, ManagedDiskAdmin, Source, Sources } from "./port";
 
 /** A managed disk's kind of source, built by the composition root when ARM is configured. */
-export interface ManagedDisks {
+export interface ManagedDisks extends ManagedDiskAdmin {
   of(diskId: string, resourceId: string): Source;
   inspect(resourceId: string, field: string): Promise<InspectedSource>;
 }
@@ -23,7 +23,7 @@ export class SourceCatalog implements Sources {
   constructor(
     private readonly storage: PageStore,
     private readonly hosts: HostPolicy,
-    private readonly managed?: ManagedDisks,
+    readonly managed?: ManagedDisks,
   ) {}
 
   of(disk: { id: string; sourceUrl: string; sourceDiskId?: string }): Source {

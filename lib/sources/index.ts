@@ -3,3 +3,5 @@ export * from "./port";
 export * from "./pageBlob";
 export * from "./tagged";
 export * from "./catalog";
+export * from "./managedDisk";
+export * from "./armErrors";

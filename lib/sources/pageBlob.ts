@@ -46,6 +46,10 @@ export class PageBlobSource implements Source {
   async deleteSnapshot(snapshotId: string): Promise<void> {
     await this.storage.delete({ kind: "blob", location: this.location, snapshot: snapshotId });
   }
+
+  async endAccess(): Promise<void> {
+    // A page blob's snapshot is read with the account's own credentials: no grant to end.
+  }
 }
 
 /** Checks a page blob given as a disk's source: a URL on an accepted host, an existing page blob, reachable. */

@@ -79,9 +79,21 @@ export function toStorageError(op: string, target: string, err: unknown): Storag
   return new StorageError(op, target, status, code, scrub(message.replace(/\s*RequestId:.*$/s, "")));
 }
 
-/** A body that does not match the range MD5 the service sent was corrupted in transit: retryable, a retry reads it again. */
-function checkRangeMd5(contentMD5: Uint8Array | undefined, body: Buffer, target: string): void {
-  if (!contentMD5) return;
+/**
+ * MD5s of bodies this store read and checked, so writing the same buffer on (a streamed copy)
+ * does not hash 4 MiB again. Keyed by the buffer object: a slice or a copy is hashed afresh, and
+ * a buffer changed after the read would be refused by the service's transactional check.
+ */
+const knownMd5 = new WeakMap<Buffer, Buffer>();
+/** How a page-blob endpoint refuses the Content-MD5 header (not a mismatch: Md5Mismatch is a corrupted body). */
+const MD5_REFUSALS = new Set(["UnsupportedHeader", "InvalidHeaderValue", "Md5NotSupported"]);
+
+/**
+ * Checks a body against the range MD5 the service sent (when it sent one) and returns the body's
+ * MD5. A mismatch was corrupted in transit: retryable, a retry reads it again.
+ */
+function checkRangeMd5(contentMD5: Uint8Array | undefined, body: Buffer, target: string): Buffer | undefined {
+  if (!contentMD5) return undefined;
   const md5 = crypto.createHash("md5").update(body).digest();
   if (!Buffer.from(contentMD5).equals(md5))
     throw new StorageError(
@@ -92,10 +104,13 @@ function checkRangeMd5(contentMD5: Uint8Array | undefined, body: Buffer, target:
       "the bytes do not match the range MD5 the service sent",
       true,
     );
+  return md5;
 }
 
 export class AzureStore implements PageStore {
   private readonly services = new Map<string, BlobServiceClient>();
+  /** SAS hosts (managed-disk uploads) that refused Content-MD5 on a write. */
+  private readonly noMd5Hosts = new Set<string>();
   private readonly sourceAuth = new Map<
     string,
     { at: number; value: Promise<{ url: string; bearer?: string }> }
@@ -333,12 +348,14 @@ export class AzureStore implements PageStore {
         server: left.server,
       };
     }
+    // The SDK reports each range as {offset, count} with count = End - Start of the service's
+    // inclusive range: one byte short of its length.
     const clip = (list: Array<{ offset: number; count?: number }> | undefined) =>
       normalize(
         (list ?? [])
           .map((r) => ({
             start: Math.max(r.offset, range.start),
-            end: Math.min(r.offset + (r.count ?? 0), range.end),
+            end: Math.min(r.offset + (r.count ?? 0) + 1, range.end),
           }))
           .filter((r) => r.start < r.end),
       );
@@ -362,7 +379,8 @@ export class AzureStore implements PageStore {
       }),
     );
     const body = await this.readBody(response.readableStreamBody, count, "read", target);
-    checkRangeMd5(response.contentMD5, body, target);
+    const md5 = checkRangeMd5(response.contentMD5, body, target);
+    if (md5) knownMd5.set(body, md5);
     return body;
   }
 
@@ -459,18 +477,34 @@ export class AzureStore implements PageStore {
   }
 
   async write(a: PageAddress, offset: number, data: Buffer, conditions: WriteConditions = {}): Promise<void> {
-    const md5 = crypto.createHash("md5").update(data).digest();
-    await this.call(
-      "write",
-      `${describeAddress(a)} ${span({ start: offset, end: offset + data.length })}`,
-      (abortSignal) =>
-        this.pageBlob(a).uploadPages(data, offset, data.length, {
-          abortSignal,
-          transactionalContentMD5: md5,
-          conditions:
-            conditions.fence === undefined ? undefined : { ifSequenceNumberEqualTo: conditions.fence },
-        }),
-    );
+    const host = a.kind === "sas" ? new URL(a.url.reveal()).host : undefined;
+    const withMd5 = host === undefined || !this.noMd5Hosts.has(host);
+    const send = (md5: boolean) =>
+      this.call(
+        "write",
+        `${describeAddress(a)} ${span({ start: offset, end: offset + data.length })}`,
+        (abortSignal) =>
+          this.pageBlob(a).uploadPages(data, offset, data.length, {
+            abortSignal,
+            transactionalContentMD5: md5
+              ? (knownMd5.get(data) ?? crypto.createHash("md5").update(data).digest())
+              : undefined,
+            conditions:
+              conditions.fence === undefined ? undefined : { ifSequenceNumberEqualTo: conditions.fence },
+          }),
+      );
+    try {
+      await send(withMd5);
+    } catch (err) {
+      // Managed-disk upload endpoints (md-impexp-…) have a restricted API and are known to refuse
+      // Content-MD5 (AzCopy refuses to send one there). A refusal of the header itself — never a
+      // mismatch, which is a corrupted body — makes this host's writes go without it; what the
+      // restore writes there was checked against the point's digests before it was sent.
+      const { status, code } = errorInfo(err);
+      if (!host || !withMd5 || status !== 400 || !MD5_REFUSALS.has(code ?? "")) throw err;
+      this.noMd5Hosts.add(host);
+      await send(false);
+    }
   }
 
   async writeFrom(

@@ -12,7 +12,8 @@ export class StorageError extends Error {
     readonly target: string,
     readonly statusCode: number | undefined,
     readonly code: string | undefined,
-    detail: string,
+    /** What the service (or the store) said, without the operation and target. */
+    readonly detail: string,
     /** Set for failures a retry may cure that carry no HTTP status (a stalled or cut body). */
     readonly retryable?: boolean,
   ) {

@@ -68,6 +68,32 @@ export class MemoryStore implements PageStore {
   private readonly sas = new Map<string, BlobAddress>();
   private snapshotCounter = 0;
 
+  /**
+   * An independent copy of everything stored (cells are never changed in place, so they are
+   * shared): a simulation sets a world up once and replays a scenario from a copy of it.
+   */
+  clone(): MemoryStore {
+    const copy = new MemoryStore();
+    for (const c of this.containers) copy.containers.add(c);
+    for (const [k, b] of this.blobs) {
+      copy.blobs.set(k, {
+        ...b,
+        live: { ...b.live, cells: new Map(b.live.cells), metadata: { ...b.live.metadata } },
+        snapshots: new Map(
+          [...b.snapshots].map(([id, v]) => [
+            id,
+            { ...v, cells: new Map(v.cells), metadata: { ...v.metadata } },
+          ]),
+        ),
+        staged: new Map(b.staged),
+        committed: [...b.committed],
+      });
+    }
+    for (const [k, v] of this.sas) copy.sas.set(k, v);
+    copy.snapshotCounter = this.snapshotCounter;
+    return copy;
+  }
+
   /** Routes a SAS URL to a blob or snapshot (what a managed disk's beginGetAccess hands out). */
   routeSas(url: string, to: BlobAddress): void {
     this.sas.set(url, to);

@@ -14,6 +14,12 @@ import crypto from "node:crypto";
 import type { Command } from "commander";
 import { buildProgram } from "../../lib/cli/main";
 import { loadConfig, SETTINGS } from "../../lib/config";
+import { parseSchedule } from "../../lib/config/schedule";
+import { DEFAULT_SCHEDULE } from "../../lib/config/settings";
+import { scheduleOf } from "../../lib/app/api";
+import { diskJson, pointJson, retentionJson, runJson } from "../../lib/app/views";
+import type { DiskRecord, RestorePointRecord, RunRecord } from "../../lib/lineage/types";
+import * as http from "../../functions/http";
 import { BACKUP_ACCOUNT, SOURCE_ACCOUNT, testStorage, uniqueName } from "../support/testEnv";
 import {
   backupAccountUrl,
@@ -483,6 +489,92 @@ describe("the documentation matches the code", () => {
       }
     };
     walk(buildProgram(), []);
+  });
+
+  test("README's HTTP API names every route and every field the answers carry", () => {
+    for (const spec of http.functions.filter((f) => f.kind === "http"))
+      for (const method of spec.methods as string[])
+        expect(readme).toContain(`\`${method} /api/${spec.route}\``);
+    const now = new Date().toISOString();
+    const disk: DiskRecord = {
+      id: "d",
+      sourceUrl: "https://a.blob.core.windows.net/c/b",
+      backupAccountUrl: "https://b.blob.core.windows.net",
+      backupContainer: "diskdelta",
+      backupBlob: "d",
+      createdAt: now,
+    };
+    const run: RunRecord = {
+      id: "r-1",
+      diskId: "d",
+      trigger: "cli",
+      kind: "full",
+      state: "succeeded",
+      startedAt: now,
+      updatedAt: now,
+      owner: "cli@h:1",
+      leaseUntil: now,
+      rangesWritten: 0,
+      rangesCleared: 0,
+      chunksTotal: 0,
+      chunksDone: 0,
+      bytesPlanned: 0,
+      bytesCopied: 0,
+      bytesCleared: 0,
+    };
+    const point = {
+      id: "p-1",
+      diskId: "d",
+      runId: "r-1",
+      kind: "full",
+      backupSnapshot: now,
+      backupUrl: "https://b.blob.core.windows.net/diskdelta/d",
+      sourceSnapshot: now,
+      createdAt: now,
+      size: 512,
+    } as RestorePointRecord;
+    const fields = [
+      ...Object.keys(diskJson(disk)),
+      ...Object.keys(scheduleOf(disk, point, parseSchedule(DEFAULT_SCHEDULE), new Date())),
+      ...Object.keys(runJson(run)),
+      ...Object.keys(pointJson(point)),
+      ...Object.keys(retentionJson(disk)),
+      "progress",
+      "location",
+      "restoreId",
+    ];
+    const api = readme.slice(readme.indexOf("### HTTP API"), readme.indexOf("### host.json"));
+    expect(fields.filter((f) => !api.includes(`\`${f}\``))).toEqual([]);
+  });
+
+  test("README has the sections a new user and the other authors look for, and a paragraph per lib/ folder", () => {
+    const headings = [...readme.matchAll(/^## (.+)$/gm)].map((m) => m[1]);
+    for (const h of [
+      "Two commands",
+      "Managed disks",
+      "How a backup works",
+      "The Functions app, locally",
+      "CLI reference",
+      "Settings",
+      "The embedded default",
+      "Credentials and signing in",
+      "Deploy",
+      "Reliability",
+      "Development",
+      "Performance",
+      "Layout",
+      "What is not done yet",
+    ])
+      expect(headings).toContain(h);
+    const layout = readme.slice(
+      readme.indexOf("## Layout"),
+      readme.indexOf("\n## ", readme.indexOf("## Layout") + 1),
+    );
+    const folders = fs
+      .readdirSync(path.join(ROOT, "lib"), { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name);
+    expect(folders.filter((f) => !layout.includes(`**\`lib/${f}/\`**`))).toEqual([]);
   });
 
   test("local.settings.sample.json holds every setting, with the defaults, and loads", () => {

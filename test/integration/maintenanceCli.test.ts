@@ -100,8 +100,8 @@ test("disk add stores --keep-* and disk list shows the policy; bad counts exit 2
   const listed = json<DiskJson[]>(await cli(["--json", "disk", "list"])).find((d) => d.id === id);
   expect(listed?.retention).toEqual(added.retention);
   const human = await cli(["disk", "list"]);
-  expect(human.stdout).toMatch(/KEEPS/);
-  expect(human.stdout).toContain("last 3, daily 0, weekly 0, monthly 12");
+  expect(human.stdout).toMatch(/KEEP L\/D\/W\/M/);
+  expect(human.stdout).toMatch(/ 3\/0\/0\/12$/m);
 });
 
 test("disk set changes the policy; unknown disk, no option and bad counts exit 2 naming the problem", async () => {

@@ -1300,7 +1300,7 @@ const PARAMETER_CASES: Record<string, Record<string, Value>> = {
 };
 
 /**
- * The POST /api/disks body (scratch/PLAN.md "Contracts decided now"; issue 12 item 3: retention is
+ * The POST /api/disks body (the README's HTTP API section; issue 12 item 3: retention is
  * `retention: {keepLast, keepDaily, keepWeekly, keepMonthly}` everywhere): each field and its JSON type.
  */
 const REGISTER_BODY: Record<string, string> = {

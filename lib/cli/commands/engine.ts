@@ -17,7 +17,7 @@ export async function withEngine<T>(
   try {
     return await work(engine, bar);
   } finally {
-    bar.done();
+    bar.finish();
     await engine.close();
   }
 }

@@ -3,6 +3,7 @@ import { InputError } from "../../core/errors";
 import { pointTimeIso } from "../../lineage/types";
 import { applyRetention, type PlannedPoint } from "../../retention/apply";
 import { describePolicy } from "../../retention/policy";
+import { restoreAsManagedDisk } from "../../restore/managedDisk";
 import { restoreAsNewDisk } from "../../restore/restore";
 import { restoreToFile } from "../../restore/toFile";
 import { verifyPoint, VerifyFailedError } from "../../restore/verify";
@@ -16,9 +17,26 @@ interface RestoreOptions {
   overwrite?: boolean;
   toFile?: string;
   allowDamaged?: boolean;
+  asManagedDisk?: boolean;
+  resourceGroup?: string;
+  sku?: string;
+  zone?: string;
+  location?: string;
 }
 
+const MANAGED_ONLY = ["resourceGroup", "sku", "zone", "location"] as const;
+
 export async function restoreCommand(opts: GlobalOptions, id: string, o: RestoreOptions): Promise<void> {
+  const managedOnly = MANAGED_ONLY.filter((k) => o[k] !== undefined);
+  if (o.asManagedDisk) {
+    if (o.toFile !== undefined)
+      throw new InputError([{ message: "{{asManagedDisk}} and {{toFile}} cannot be combined" }]);
+    return restoreManaged(opts, id, o);
+  }
+  if (managedOnly.length)
+    throw new InputError(
+      managedOnly.map((k) => ({ field: k, message: "applies only to a restore {{asManagedDisk}}" })),
+    );
   if (o.toFile !== undefined) {
     if (o.name !== undefined)
       throw new InputError([{ message: "{{name}} and {{toFile}} cannot be combined" }]);
@@ -73,6 +91,73 @@ export async function restoreCommand(opts: GlobalOptions, id: string, o: Restore
       "To attach it to a VM as a managed disk:",
       `  az disk create -g <resource-group> -n ${r.diskId} --source ${r.diskUrl} --source-storage-account-id <id of the disk's storage account>`,
       `  az vm disk attach -g <resource-group> --vm-name <vm> --name ${r.diskId}`,
+    ].join("\n"),
+  );
+}
+
+async function restoreManaged(opts: GlobalOptions, id: string, o: RestoreOptions): Promise<void> {
+  const r = await withEngine(opts, (e, bar) =>
+    restoreAsManagedDisk(e, id, {
+      point: o.point,
+      name: o.name,
+      overwrite: Boolean(o.overwrite),
+      allowDamaged: o.allowDamaged,
+      resourceGroup: o.resourceGroup,
+      sku: o.sku,
+      zone: o.zone,
+      location: o.location,
+      onProgress: (position, size, bytes) =>
+        bar.update({ phase: "restoring", position, size, bytesDone: bytes }),
+    }),
+  );
+  print(
+    opts,
+    {
+      restoreId: r.restoreId,
+      diskId: r.diskId,
+      managedDiskId: r.managedDiskId,
+      location: r.location,
+      sku: r.sku,
+      zone: r.zone,
+      uploadSizeBytes: r.uploadSizeBytes,
+      footer: r.footer,
+      baseSnapshot: r.baseSnapshot,
+      backupBlob: r.backupBlobUrl,
+      backupSnapshot: r.backupSnapshot,
+      fromDiskId: r.fromDiskId,
+      fromPoint: r.restoredPoint.id,
+      pointTime: pointTimeIso(r.restoredPoint),
+      size: r.size,
+      restorePoint: r.pointId,
+      replaced: r.replaced,
+      checkedBy: r.checkedBy,
+      attach: r.attach,
+    },
+    [
+      rows([
+        ["restored", `disk ${r.fromDiskId} point ${r.restoredPoint.id} (${pointTimeIso(r.restoredPoint)})`],
+        ["restore", r.restoreId],
+        ["diskId", r.diskId],
+        ["managedDisk", r.managedDiskId],
+        ["where", `${r.location}${r.zone ? ` zone ${r.zone}` : ""}, ${r.sku}`],
+        [
+          "size",
+          `${r.uploadSizeBytes} (${formatBytes(r.uploadSizeBytes)}, ${r.footer === "kept" ? "the point's own VHD footer" : "with a VHD footer diskdelta added"})`,
+        ],
+        ["backupBlob", r.backupBlobUrl],
+        ["baseSnapshot", r.baseSnapshot],
+        [
+          "checked",
+          r.checkedBy === "digests"
+            ? "every window against the point's digests"
+            : "every read against the service's range MD5 (the point has no digests)",
+        ],
+        ...r.replaced.map((u): [string, string] => ["replaced", `${u} (an earlier restore's target)`]),
+      ]),
+      "",
+      `Backups of the restored disk continue incrementally: diskdelta backup ${r.diskId}`,
+      "To use it, attach it to a VM as a data disk, or create a VM from it as its OS disk:",
+      ...r.attach.map((c) => `  ${c}`),
     ].join("\n"),
   );
 }
@@ -184,6 +269,7 @@ export async function pruneCommand(opts: GlobalOptions, id: string, o: { dryRun?
       ],
       100,
       [3],
+      { 3: "end" },
     ),
   ];
   print(
