@@ -18,7 +18,12 @@ import { decodeRestoreRequest, QUEUES, type RestoreRequestMessage } from "../que
 import { checkNotDamaged } from "../restore/integrity";
 import { selectPoint } from "../restore/points";
 import { restoreAsManagedDisk, type ManagedRestoreResult } from "../restore/managedDisk";
-import { defaultRestoreName, restoreAsNewDisk, type RestoreResult } from "../restore/restore";
+import {
+  checkRestoreTargets,
+  defaultRestoreName,
+  restoreAsNewDisk,
+  type RestoreResult,
+} from "../restore/restore";
 import type { App } from "./context";
 
 export interface RestoreRequestInput {
@@ -76,6 +81,9 @@ export async function requestRestore(
   // The worker checks again (a disk may be registered meanwhile); this answers the common case now.
   if (await app.lineage.getDisk(name))
     throw new ConflictError(`disk ${name} is already registered; choose another name`);
+  // A target that is a registered disk's blob, or a blob diskdelta did not make: 400 now, not a refusal in the worker's log.
+  if (!disk.sourceDiskId && !input.asManagedDisk)
+    await checkRestoreTargets(app, disk, name, Boolean(input.overwrite));
   const requestId = newId(app.now(), "rs");
   const message: RestoreRequestMessage = {
     diskId,

@@ -6,10 +6,12 @@
  * so no bearer token ever leaves for a host someone else chose. When no way of signing in works,
  * the error says which ways were tried and how to use each, as `az` does.
  */
+import type { TableServiceClientOptions } from "@azure/data-tables";
 import type { AccessToken, GetTokenOptions, TokenCredential } from "@azure/identity";
 import { StorageSharedKeyCredential } from "@azure/storage-blob";
 import { InputError } from "../core/errors";
 import type { Config } from "../config/settings";
+import { deadlinePolicy } from "./deadline";
 
 export const STORAGE_SCOPE = "https://storage.azure.com/.default";
 export const ARM_SCOPE = "https://management.azure.com/.default";
@@ -58,7 +60,8 @@ export class AzureCredentials {
   readonly allowedHosts: readonly string[];
 
   constructor(
-    private readonly config: Pick<Config, "accountKeys" | "storage" | "allowedHosts">,
+    private readonly config: Pick<Config, "accountKeys" | "storage" | "allowedHosts"> &
+      Partial<Pick<Config, "requestTimeoutMs">>,
     /** A credential to use instead of DefaultAzureCredential (tests pass one that records its calls). */
     identity?: TokenCredential,
   ) {
@@ -77,6 +80,22 @@ export class AzureCredentials {
   sharedKey(account: string): StorageSharedKeyCredential | undefined {
     const key = this.config.accountKeys.get(account);
     return key ? new StorageSharedKeyCredential(account, key) : undefined;
+  }
+
+  /**
+   * Options of the lineage's table clients: plain http allowed (emulators), the SDK's retries off
+   * (the lineage is wrapped in the one retry policy), and every request under the request deadline
+   * (DISKDELTA_REQUEST_TIMEOUT_SECONDS), so a table endpoint that never answers cannot hold a
+   * command for ever.
+   */
+  tableClientOptions(): TableServiceClientOptions {
+    return {
+      allowInsecureConnection: true,
+      retryOptions: { maxRetries: 0 },
+      additionalPolicies: [
+        { policy: deadlinePolicy(this.config.requestTimeoutMs ?? 60_000), position: "perRetry" },
+      ],
+    };
   }
 
   /**

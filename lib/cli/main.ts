@@ -245,13 +245,39 @@ export async function main(argv: string[]): Promise<number> {
 const EXIT_GRACE_MS = 1000;
 
 /**
+ * Runs a command as the process's one job, with the exit discipline: the exit code is `run`'s
+ * (0 only once the command returned), the process ends at most EXIT_GRACE_MS after that whatever
+ * sockets are still open, and a process whose event loop empties while the command has not ended
+ * (an awaited answer that can never come: nothing left that could bring it) does not exit quietly
+ * with code 0: it says so on stderr and exits 1.
+ */
+export function runAsProcess(argv: string[], run: (argv: string[]) => Promise<number> = main): void {
+  let ended = false;
+  process.once("beforeExit", () => {
+    if (ended) return;
+    process.stderr.write(
+      "diskdelta: the command stopped before its work was done (it was waiting for an answer that can no longer come); nothing it was doing is complete\n",
+    );
+    process.exit(1);
+  });
+  run(argv).then(
+    (code) => {
+      ended = true;
+      process.exitCode = code;
+      setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
+    },
+    (err: unknown) => {
+      // main() reports its own failures; this is a bug in the reporting itself.
+      ended = true;
+      process.stderr.write(`diskdelta: ${messageOf(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
+
+/**
  * Run when this file is the entry, or when bin/diskdelta.js (which only requires this file) is.
  * The bin is compared by `require.main.filename`, which Node resolves through symlinks.
  */
 const BIN = path.resolve(__dirname, "../../../bin/diskdelta.js");
-if (require.main === module || require.main?.filename === BIN) {
-  main(process.argv.slice(2)).then((code) => {
-    process.exitCode = code;
-    setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
-  });
-}
+if (require.main === module || require.main?.filename === BIN) runAsProcess(process.argv.slice(2));

@@ -126,7 +126,8 @@ export const SETTINGS: SettingInfo[] = [
   {
     name: "DISKDELTA_RETRY_ATTEMPTS",
     default: "6",
-    meaning: "Tries per storage call on 408, 429, 5xx and network errors (exponential backoff with jitter).",
+    meaning:
+      "Tries per storage and lineage call on 408, 429, 5xx, network errors and stalled or cut bodies (exponential backoff, full jitter); the SDKs' own retries are off. Reliability says how long giving up takes.",
   },
   {
     name: "DISKDELTA_RETRY_BASE_MS",
@@ -196,13 +197,13 @@ export const SETTINGS: SettingInfo[] = [
     name: "DISKDELTA_REQUEST_TIMEOUT_SECONDS",
     default: "60",
     meaning:
-      "Longest wait for the headers of one storage response; then the request is retried like a 503 (and, after the last try, fails naming the operation and blob).",
+      "Longest wait for the headers of one blob response, or for a whole lineage (table) answer; then the request is retried like a 503 (and, after the last try, fails naming the operation, blob and range).",
   },
   {
     name: "DISKDELTA_BODY_STALL_SECONDS",
     default: "30",
     meaning:
-      "Longest pause inside a response body (a download that stops sending); the read is then cut and retried like a 503.",
+      "Longest pause inside a download's body (a download that stops sending); the read is then cut and retried like a 503. A body closed early is retried at once.",
   },
   {
     name: "DISKDELTA_ALLOWED_HOSTS",

@@ -60,7 +60,7 @@ export async function forEachBounded<T>(
  * as one never interrupted.
  */
 export class PrefixTracker<C extends Record<string, number>> {
-  private readonly queue: Array<{ start: number; done: boolean; counts: Partial<C> }> = [];
+  private readonly queue: Array<{ start: number; done: boolean; counts: Partial<C>; marker?: boolean }> = [];
   private head = 0;
   private frontierAt: number;
   private lastStart: number;
@@ -87,7 +87,7 @@ export class PrefixTracker<C extends Record<string, number>> {
     if (offset < this.frontierAt) return;
     this.lastStart = Math.max(this.lastStart, offset);
     // A marker item, done at once: its counts (e.g. ranges listed) commit when the prefix reaches it.
-    this.queue.push({ start: offset, done: true, counts });
+    this.queue.push({ start: offset, done: true, counts, marker: true });
     this.frontierAt = offset;
     this.drain();
   }
@@ -103,7 +103,14 @@ export class PrefixTracker<C extends Record<string, number>> {
   }
 
   private drain(): void {
-    while (this.head < this.queue.length && this.queue[this.head].done) {
+    // An item at or past the frontier is not passed, even when done: its piece is still being
+    // registered, the prefix cannot move beyond the frontier, and committing its counters would
+    // record them in a checkpoint at an offset below the item, so a resumed run would count it twice.
+    while (
+      this.head < this.queue.length &&
+      this.queue[this.head].done &&
+      (this.queue[this.head].marker || this.queue[this.head].start < this.frontierAt)
+    ) {
       const item = this.queue[this.head];
       for (const [k, v] of Object.entries(item.counts)) {
         (this.committed as Record<string, number>)[k] += v as number;

@@ -75,8 +75,16 @@ export function encodeBlock(block: DigestBlock): Buffer {
   return Buffer.concat(parts);
 }
 
+/** Digests that do not decode: damaged at rest (a restore must treat its point as unchecked, not crash). */
+export class DigestFormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "DigestFormatError";
+  }
+}
+
 export function decodeBlock(buf: Buffer, what: string): DigestBlock {
-  const bad = (why: string) => new Error(`${what} is not a digest block: ${why}`);
+  const bad = (why: string) => new DigestFormatError(`${what} is not a digest block: ${why}`);
   if (buf.length < 24 || buf.toString("ascii", 0, 4) !== MAGIC) throw bad("wrong magic");
   const extent = { start: buf.readDoubleLE(4), end: buf.readDoubleLE(12) };
   const count = buf.readUInt32LE(20);

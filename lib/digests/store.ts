@@ -26,6 +26,7 @@ import {
   BLOCK_WINDOWS,
   blockId,
   decodeBlock,
+  DigestFormatError,
   DIGEST_METADATA,
   encodeBlock,
   md5Of,
@@ -107,7 +108,7 @@ export class DigestCursor {
     this.offset += b.size;
     const { extent, windows } = decodeBlock(raw, `${this.location.url} block ${b.id}`);
     if (extent.start !== this.covered)
-      throw new Error(`${this.location.url}: extents are not contiguous at ${this.covered}`);
+      throw new DigestFormatError(`${this.location.url}: extents are not contiguous at ${this.covered}`);
     this.covered = extent.end;
     this.pending.push(...windows);
     return true;

@@ -55,7 +55,7 @@ export function describeTableError(err: unknown, what: string): Error {
   if (status === 403 || code === "AuthenticationFailed" || code === "AuthorizationFailure") {
     return Object.assign(
       new Error(
-        `the lineage storage refused ${what} (${code ?? status}): check the key in AzureWebJobsStorage, or give the identity the role "Storage Table Data Contributor" on that account`,
+        `the lineage storage refused access while ${what} (${code ?? status}): check the key in AzureWebJobsStorage, or give the identity the role "Storage Table Data Contributor" on that account`,
       ),
       { statusCode: status, code },
     );
@@ -65,7 +65,7 @@ export function describeTableError(err: unknown, what: string): Error {
     .replace(/\s+/g, " ")
     .replace(/\s*RequestId:.*$/, "")
     .trim();
-  return Object.assign(new Error(`lineage ${what}: ${line.slice(0, 300)}`), {
+  return Object.assign(new Error(`lineage storage, ${what}: ${line.slice(0, 300)}`), {
     statusCode: status,
     code,
     cause: err,
@@ -277,7 +277,7 @@ export class TableLineage implements Lineage {
         this.progress.createTable(),
       ]);
     } catch (err) {
-      throw describeTableError(err, "could not be opened");
+      throw describeTableError(err, "opening its tables");
     }
   }
 
@@ -501,7 +501,8 @@ export function openTableLineage(
   credentials: AzureCredentials,
   prefix: string,
 ): TableLineage {
-  const options = { allowInsecureConnection: true };
+  // The request deadline and the one retry policy (lib/azure/deadline.ts): a stalled table never hangs a command.
+  const options = credentials.tableClientOptions();
   const tableFor = (name: string): TableClient => {
     if (storage.kind === "connectionString")
       return TableClient.fromConnectionString(storage.connectionString, name, options);

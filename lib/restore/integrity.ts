@@ -8,10 +8,10 @@
  * again without the user asking for a damaged point by name.
  */
 import { forEachOrdered } from "../core/concurrency";
-import { IntegrityError } from "../core/errors";
+import { IntegrityError, messageOf } from "../core/errors";
 import type { Deps } from "../deps";
 import { validChunks } from "../diff/lister";
-import { digestsLocation } from "../digests/format";
+import { DigestFormatError, digestsLocation } from "../digests/format";
 import {
   checkWindow,
   missingWindow,
@@ -20,7 +20,7 @@ import {
   type DigestMismatch,
 } from "../digests/store";
 import type { RestorePointRecord } from "../lineage/types";
-import type { Chunk } from "../ranges";
+import { WINDOW_SIZE, type Chunk } from "../ranges";
 import type { PageAddress } from "../storage/port";
 import type { BlobLocation } from "../storage/urls";
 import { listerOptions, updatePointRow } from "./verify";
@@ -64,7 +64,7 @@ export async function readVerified(
         yield { chunk };
         continue;
       }
-      const claim = await cursor.claim(chunk.index);
+      const claim = await readDigests(deps, point, chunk.index, size, () => cursor!.claim(chunk.index));
       const missing = claim.skipped.find((w) => w.index * 4 * 1024 * 1024 >= from);
       yield { chunk, digest: claim.digest, missing };
     }
@@ -86,10 +86,38 @@ export async function readVerified(
     },
   );
   if (cursor) {
-    const rest = await cursor.rest();
+    const rest = await readDigests(deps, point, undefined, size, () => cursor!.rest());
     if (rest.skipped.length > 0) await fail(deps, point, missingWindow(rest.skipped[0]));
   }
   return read;
+}
+
+/**
+ * The next digests a reader needs. A digests blob that does not decode (a block damaged at rest,
+ * extents that do not follow) means the point cannot be checked: a failed point naming where, not
+ * a crash. Any other failure (the storage's) is rethrown as it is.
+ */
+async function readDigests<T>(
+  deps: Deps,
+  point: RestorePointRecord,
+  index: number | undefined,
+  size: number,
+  read: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await read();
+  } catch (err) {
+    if (!(err instanceof DigestFormatError)) throw err;
+    const span =
+      index === undefined
+        ? { start: 0, end: size }
+        : { start: index * WINDOW_SIZE, end: Math.min(size, (index + 1) * WINDOW_SIZE) };
+    return fail(deps, point, {
+      ...span,
+      kind: "digest",
+      detail: `its recorded digests are damaged (${messageOf(err)})`,
+    });
+  }
 }
 
 async function fail(deps: Deps, point: RestorePointRecord, m: DigestMismatch): Promise<never> {

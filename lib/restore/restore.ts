@@ -22,6 +22,7 @@
 import path from "node:path/posix";
 import { ConflictError, InputError, type Problem } from "../core/errors";
 import { messageOf } from "../core/errors";
+import { isRetryable } from "../core/retry";
 import type { Deps } from "../deps";
 import { checkDiskId, requireDisk } from "../disks/register";
 import { newId } from "../lineage/ids";
@@ -155,6 +156,58 @@ export async function checkTarget(
   return { what, location: loc, replace: true };
 }
 
+/** The checks of both targets of a restore as `name`: what will be replaced, and every problem. */
+async function checkTargets(
+  deps: Deps,
+  disks: DiskRecord[],
+  newDisk: BlobLocation,
+  newBackup: BlobLocation,
+  name: string,
+  overwrite: boolean,
+): Promise<{ targets: Target[]; problems: Problem[] }> {
+  const targets: Target[] = [];
+  const problems: Problem[] = [];
+  for (const [what, loc] of [
+    ["the restored disk", newDisk],
+    ["the restored disk's backup blob", newBackup],
+  ] as const) {
+    const checked = await checkTarget(deps, disks, what, loc, name, overwrite);
+    if ("message" in checked) problems.push(checked);
+    else targets.push(checked);
+  }
+  return { targets, problems };
+}
+
+/**
+ * Refuses, before anything is written or queued, a restore of `disk` (a page blob) as `name` whose
+ * targets are refused: a target that is the source or backup blob of any registered disk (with or
+ * without `overwrite`, naming that disk), a blob that exists and was not made by a diskdelta
+ * restore, a leased one, another restore's target without `overwrite`. The HTTP API calls it, so
+ * a request that can never be carried out is answered 400 at once instead of being queued and
+ * refused in the worker's log; the restore itself checks the same again.
+ */
+export async function checkRestoreTargets(
+  deps: Deps,
+  disk: DiskRecord,
+  name: string,
+  overwrite: boolean,
+): Promise<void> {
+  const source = sourceBlobLocation(disk);
+  if (!source) return;
+  const pointBackup = backupLocation(disk);
+  const newDisk = newDiskLocation(source, name);
+  const newBackup = blobLocation(pointBackup, pointBackup.container, name);
+  const { problems } = await checkTargets(
+    deps,
+    await deps.lineage.listDisks(),
+    newDisk,
+    newBackup,
+    name,
+    overwrite,
+  );
+  if (problems.length) throw new InputError(problems);
+}
+
 export async function restoreAsNewDisk(
   deps: Deps,
   diskId: string,
@@ -204,15 +257,9 @@ export async function restoreAsNewDisk(
           : `disk ${name} is already registered; choose another {{name}}`,
     });
   }
-  const targets: Target[] = [];
-  for (const [what, loc] of [
-    ["the restored disk", newDisk],
-    ["the restored disk's backup blob", newBackup],
-  ] as const) {
-    const checked = await checkTarget(deps, disks, what, loc, name, Boolean(options.overwrite));
-    if ("message" in checked) problems.push(checked);
-    else targets.push(checked);
-  }
+  const checked = await checkTargets(deps, disks, newDisk, newBackup, name, Boolean(options.overwrite));
+  const targets = checked.targets;
+  problems.push(...checked.problems);
   if (problems.length) throw new InputError(problems);
 
   // Held from before the snapshot is checked until the last write is done: retention spares it.
@@ -364,15 +411,29 @@ async function restoreHeld(
     // A point row this attempt wrote names snapshots deleted below: it goes too (a run row, in a
     // partition no registered disk owns, is unseen and rewritten by a rerun of the same restore).
     await lineage.deletePoint(name, pointIdOf(restoreId)).catch(() => undefined);
-    for (const a of made.reverse()) {
+    const label = (a: BlobAddress) => `${a.location.url}${a.snapshot ? ` snapshot ${a.snapshot}` : ""}`;
+    const left = made.reverse();
+    while (left.length > 0) {
+      const a = left[0];
       try {
         await storage.delete(a);
+        left.shift();
       } catch (cleanupError) {
-        log.warn(
-          `could not remove ${a.location.url}${a.snapshot ? ` snapshot ${a.snapshot}` : ""} after the failed restore: ${messageOf(cleanupError)}`,
-        );
+        log.warn(`could not remove ${label(a)} after the failed restore: ${messageOf(cleanupError)}`);
+        // Storage that did not answer through every retry will not answer the next delete either:
+        // stop here, so a dead endpoint costs one more give-up, not one per blob. What is left is
+        // marked as this restore's target, and a rerun to the same name takes it over.
+        if (isRetryable(cleanupError)) break;
+        left.shift();
       }
     }
+    if (left.length > 0)
+      log.warn(
+        `left behind by the failed restore (a rerun of the same restore as ${name} takes them over): ${left
+          .filter((a) => !a.snapshot)
+          .map(label)
+          .join(", ")}`,
+      );
     throw err;
   }
 }

@@ -88,6 +88,25 @@ const knownMd5 = new WeakMap<Buffer, Buffer>();
 /** How a page-blob endpoint refuses the Content-MD5 header (not a mismatch: Md5Mismatch is a corrupted body). */
 const MD5_REFUSALS = new Set(["UnsupportedHeader", "InvalidHeaderValue", "Md5NotSupported"]);
 
+/**
+ * Checks a body against the range MD5 the service sent (when it sent one) and returns the body's
+ * MD5. A mismatch was corrupted in transit: retryable, a retry reads it again.
+ */
+function checkRangeMd5(contentMD5: Uint8Array | undefined, body: Buffer, target: string): Buffer | undefined {
+  if (!contentMD5) return undefined;
+  const md5 = crypto.createHash("md5").update(body).digest();
+  if (!Buffer.from(contentMD5).equals(md5))
+    throw new StorageError(
+      "read",
+      target,
+      undefined,
+      "Md5Mismatch",
+      "the bytes do not match the range MD5 the service sent",
+      true,
+    );
+  return md5;
+}
+
 export class AzureStore implements PageStore {
   private readonly services = new Map<string, BlobServiceClient>();
   /** SAS hosts (managed-disk uploads) that refused Content-MD5 on a write. */
@@ -360,21 +379,8 @@ export class AzureStore implements PageStore {
       }),
     );
     const body = await this.readBody(response.readableStreamBody, count, "read", target);
-    if (response.contentMD5) {
-      const md5 = crypto.createHash("md5").update(body).digest();
-      knownMd5.set(body, md5);
-      if (!Buffer.from(response.contentMD5).equals(md5)) {
-        // Corrupted in transit: a retry reads it again.
-        throw new StorageError(
-          "read",
-          target,
-          undefined,
-          "Md5Mismatch",
-          "the bytes do not match the range MD5 the service sent",
-          true,
-        );
-      }
-    }
+    const md5 = checkRangeMd5(response.contentMD5, body, target);
+    if (md5) knownMd5.set(body, md5);
     return body;
   }
 
@@ -608,9 +614,16 @@ export class AzureStore implements PageStore {
   async readBlob(location: BlobLocation, offset: number, count: number): Promise<Buffer> {
     const target = `${location.url} bytes [${offset}, ${offset + count})`;
     if (count === 0) return Buffer.alloc(0);
+    // The service's MD5 of the range (it sends one up to 4 MiB): digest blocks are checked in transit like pages.
     const response = await this.call("read", target, (abortSignal) =>
-      this.blockBlob(location).download(offset, count, { abortSignal, maxRetryRequests: 0 }),
+      this.blockBlob(location).download(offset, count, {
+        abortSignal,
+        maxRetryRequests: 0,
+        rangeGetContentMD5: count <= WINDOW_SIZE,
+      }),
     );
-    return this.readBody(response.readableStreamBody, count, "read", target);
+    const body = await this.readBody(response.readableStreamBody, count, "read", target);
+    checkRangeMd5(response.contentMD5, body, target);
+    return body;
   }
 }

@@ -73,7 +73,12 @@ export function isAlreadyExists(err: unknown): boolean {
 export function describeStorageError(err: unknown, resource: string, neededRole: string): string {
   const { status, code, message } = errorInfo(rootCause(err));
   if (status === 403) {
-    return `access denied to ${resource} (${code ?? "403"}): the identity needs the role "${neededRole}" on that account, or give its key in STORAGE_ACCOUNT_KEYS`;
+    // AuthenticationFailed is a refused signature: a wrong key (or a token for another tenant), never a missing role.
+    if (code === "AuthenticationFailed")
+      return `${resource} refused the credential (AuthenticationFailed): check the account's key in STORAGE_ACCOUNT_KEYS, or the identity's sign-in`;
+    const denied = `access denied to ${resource} (${code ?? "403"}): the identity needs the role "${neededRole}" on that account, or give its key in STORAGE_ACCOUNT_KEYS`;
+    // AuthorizationFailure is also what a wrong shared key gets from Azurite (and a firewall's refusal on Azure).
+    return code === "AuthorizationFailure" ? `${denied} (if a key is given there, check it)` : denied;
   }
   if (status === 404) return `${resource} was not found (${code ?? "404"})`;
   if (status === undefined && /ECONNREFUSED|ENOTFOUND|EAI_AGAIN/.test(`${code} ${message}`)) {
