@@ -208,7 +208,10 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)];
 }
 
-test("20 rounds of 6 processes started at random moments within 1 s on one data folder", async () => {
+/** Rounds of the race below; test/integration/concurrentCommands.test.ts runs the 20 rounds of real CLI commands. */
+const ROUNDS = 8;
+
+test(`${ROUNDS} rounds of 6 processes started at random moments within 1 s on one data folder`, async () => {
   const home = newHome();
   // Clients of one folder with two different base ports: two servers at once would show as both
   // blob ports listening, and would split or lose the data.
@@ -226,7 +229,7 @@ test("20 rounds of 6 processes started at random moments within 1 s on one data 
   const total: number[] = [];
   const rounds: number[] = [];
   try {
-    for (let round = 0; round < 20; round++) {
+    for (let round = 0; round < ROUNDS; round++) {
       const started = Date.now();
       const results = await Promise.all(
         Array.from({ length: 6 }, async (_, i) => {
@@ -293,7 +296,7 @@ test("20 rounds of 6 processes started at random moments within 1 s on one data 
   await waitFor("the checking server to leave", () => serverProcesses(home).length === 0, IDLE_MS + 5000);
   expectNoKeyIn(home, outputs);
   console.log(
-    `embedded rounds: ${ids.length} processes in 20 rounds, ${served.length} servers one after another; ` +
+    `embedded rounds: ${ids.length} processes in ${ROUNDS} rounds, ${served.length} servers one after another; ` +
       `attach median ${median(attach)} ms, max ${Math.max(...attach)} ms; process median ${median(total)} ms, ` +
       `max ${Math.max(...total)} ms; round max ${Math.max(...rounds)} ms; last server gone ${leftFor} ms after the last client`,
   );
