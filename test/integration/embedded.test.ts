@@ -257,7 +257,7 @@ test(`${ROUNDS} rounds of 6 processes started at random moments within 1 s on on
       const pause = [0, IDLE_MS + crypto.randomInt(300), crypto.randomInt(IDLE_MS), IDLE_MS + 1500][
         round % 4
       ];
-      if (round < 19) await sleep(pause);
+      if (round < ROUNDS - 1) await sleep(pause);
     }
   } finally {
     clearInterval(sampler);
@@ -271,8 +271,9 @@ test(`${ROUNDS} rounds of 6 processes started at random moments within 1 s on on
     IDLE_MS + 5000,
   );
   const served = servedIntervals(home);
-  // Rounds were separated by more than the idle period: servers stopped and new ones took over.
-  expect(served.length).toBeGreaterThanOrEqual(5);
+  // Every fourth pause is longer than the idle period: a server stopped and a new one took over
+  // (the shorter pauses may or may not see one).
+  expect(served.length).toBeGreaterThanOrEqual(1 + Math.floor((ROUNDS - 1) / 4));
   expectOneServerAtATime(served);
   await waitFor("every server to have exited", () => served.every((s) => !alive(s.pid)), 5000);
 
