@@ -12,6 +12,7 @@ import { plural } from "../core/logger";
 import type { Deps } from "../deps";
 import { recordSealDigests } from "../digests/seal";
 import type { DiskRecord, RunRecord } from "../lineage/types";
+import type { WrittenWindows } from "../digests/written";
 import type { WindowSet } from "../ranges";
 import { applyRetention } from "../retention/apply";
 
@@ -20,15 +21,16 @@ export async function afterSeal(
   disk: DiskRecord,
   run: RunRecord,
   touched?: WindowSet,
+  written?: WrittenWindows,
 ): Promise<void> {
   if (run.restorePoint) {
     try {
       const point = await deps.lineage.getPoint(disk.id, run.restorePoint);
       // A resumed run may pass here twice; digests already recorded stand.
       if (point && !point.digestsUrl) {
-        const digests = await recordSealDigests(deps, disk, point, touched);
+        const digests = await recordSealDigests(deps, disk, point, touched, written);
         deps.log.info(
-          `restore point ${point.id}: digests recorded in ${digests.url} (${digests.mode}, ${plural(digests.windowsRead, "window")} read)`,
+          `restore point ${point.id}: digests recorded in ${digests.url} (${digests.mode}, ${plural(digests.windowsRead, "window")} read, ${digests.windowsKnown} known from the copy)`,
         );
       }
     } catch (err) {

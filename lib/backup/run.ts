@@ -30,6 +30,7 @@ import {
   type RunRecord,
   type RunTrigger,
 } from "../lineage/types";
+import { WrittenWindows } from "../digests/written";
 import { WindowSet } from "../ranges";
 import type { OpenedSnapshot, Source } from "../sources/port";
 import { describeStorageError, isDiffRefusal, StorageError } from "../storage/errors";
@@ -45,8 +46,17 @@ import { LostRunError, RunTracker } from "./tracker";
  * logged and never changes the run's outcome (the restore point is already sealed).
  */
 export interface RunHooks {
-  /** After a run sealed and the disk advanced: digests, retention. `touched`: the windows it wrote, when this invocation saw them all. */
-  afterSeal?(deps: Deps, disk: DiskRecord, run: RunRecord, touched?: WindowSet): Promise<void>;
+  /**
+   * After a run sealed and the disk advanced: digests, retention. `touched`: the windows it wrote,
+   * and `written`: the MD5s of what it wrote, when this invocation saw the whole run.
+   */
+  afterSeal?(
+    deps: Deps,
+    disk: DiskRecord,
+    run: RunRecord,
+    touched?: WindowSet,
+    written?: WrittenWindows,
+  ): Promise<void>;
   /** After a run reached a terminal state: telemetry. */
   runEnded?(run: RunRecord, disk: DiskRecord): void;
 }
@@ -211,6 +221,8 @@ class Execution {
   private readonly backup: BlobLocation;
   /** Windows this invocation wrote or cleared; handed to the digests only if it saw the whole run. */
   private touched?: WindowSet;
+  /** The MD5s of what this invocation wrote, under the same condition as `touched`. */
+  private written?: WrittenWindows;
   /** The backup blob's sequence number before this run wrote anything (see DiskRecord.baseFence). */
   private backupSequence?: number;
 
@@ -253,9 +265,9 @@ class Execution {
     if (this.run.state === "succeeded") {
       this.disk = await advanceBase(this.deps, this.disk, this.run, this.source);
       const hooks = this.deps.hooks;
-      const touched = this.touched;
+      const { touched, written } = this;
       await callHook(this.deps, "afterSeal", () =>
-        hooks?.afterSeal?.(this.deps, this.disk, this.run, touched),
+        hooks?.afterSeal?.(this.deps, this.disk, this.run, touched, written),
       );
       await callHook(this.deps, "runEnded", () => hooks?.runEnded?.(this.run, this.disk));
     } else if (this.run.state === "unchanged") {
@@ -379,7 +391,10 @@ class Execution {
         : undefined;
     try {
       const start = this.run.checkpoint ?? 0;
-      if (start === 0 && !this.options.fanout) this.touched = new WindowSet(size);
+      if (start === 0 && !this.options.fanout) {
+        this.touched = new WindowSet(size);
+        this.written = new WrittenWindows();
+      }
       if (start > 0) this.deps.log.info(`run ${this.run.id}: resuming at byte ${start} of ${size}`);
       const fanout = await this.fanoutPlan(() => copier().then(() => undefined));
       let committed: RunCounters = { ...NO_COUNTS, ...pick(this.run) };
@@ -394,6 +409,7 @@ class Execution {
               { kind: "blob", location: this.backup },
               config.copyMode,
               fence,
+              this.written,
             ),
         ));
       this.phase(`listing and copying (${detection})`);

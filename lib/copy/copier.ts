@@ -100,15 +100,22 @@ export function requestsOf(group: Chunk[]): PageRange[] {
   return out;
 }
 
+/** Told of every write that passed through this process, once the service accepted it. */
+export interface WriteSink {
+  wrote(range: PageRange, data: Buffer): void;
+}
+
 export class ChunkCopier {
   private serverSide: boolean;
 
+  /** `sink`: told of each streamed write (the sealed point's digests reuse the bytes' MD5s). */
   constructor(
     private readonly storage: PageStore,
     readonly source: PageAddress,
     readonly target: PageAddress,
     private readonly mode: CopyMode,
     private readonly fence?: number,
+    private readonly sink?: WriteSink,
   ) {
     this.serverSide = mode !== "streamed";
   }
@@ -205,15 +212,16 @@ export class ChunkCopier {
   private async stream(range: PageRange): Promise<void> {
     const data = await this.storage.read(this.source, range);
     await this.storage.write(this.target, range.start, data, { fence: this.fence });
+    this.sink?.wrote(range, data);
   }
 
   /** Writes pages of `data` (read from the source at `offset`) that are named in `ranges`; returns the bytes. */
   async writeFrom(data: Buffer, offset: number, ranges: PageRange[]): Promise<number> {
     let bytes = 0;
     for (const r of ranges) {
-      await this.storage.write(this.target, r.start, data.subarray(r.start - offset, r.end - offset), {
-        fence: this.fence,
-      });
+      const part = data.subarray(r.start - offset, r.end - offset);
+      await this.storage.write(this.target, r.start, part, { fence: this.fence });
+      this.sink?.wrote(r, part);
       bytes += r.end - r.start;
     }
     return bytes;

@@ -4,3 +4,4 @@ export * from "./logger";
 export * from "./retry";
 export * from "./concurrency";
 export * from "./secret";
+export * from "./md5";

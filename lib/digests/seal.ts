@@ -17,6 +17,7 @@ import { WindowSet } from "../ranges";
 import type { PageAddress } from "../storage/port";
 import type { BlobLocation } from "../storage/urls";
 import { digestsLocation } from "./format";
+import type { WrittenWindows } from "./written";
 import { buildDigests, DigestWriter, openDigests, type DigestCursor } from "./store";
 
 export interface SealDigests {
@@ -24,6 +25,8 @@ export interface SealDigests {
   /** "incremental": only changed windows were read; "full": every window with data. */
   mode: "incremental" | "full";
   windowsRead: number;
+  /** Windows whose digest came from the MD5 of what the run wrote (not read back). */
+  windowsKnown: number;
 }
 
 /**
@@ -40,6 +43,7 @@ export async function recordSealDigests(
   disk: DiskRecord,
   point: RestorePointRecord,
   touched?: WindowSet,
+  written?: WrittenWindows,
 ): Promise<SealDigests> {
   const backup = backupLocation(disk);
   const pointAddress: PageAddress = { kind: "blob", location: backup, snapshot: point.backupSnapshot };
@@ -70,9 +74,15 @@ export async function recordSealDigests(
     lister: listerOptionsOf(deps.config),
     previous: cursor,
     touched: cursor ? changed : undefined,
+    written,
   });
   await patchPoint(deps.lineage, point, { digestsUrl: writer.location.url });
-  return { url: writer.location.url, mode: cursor ? "incremental" : "full", windowsRead: built.windowsRead };
+  return {
+    url: writer.location.url,
+    mode: cursor ? "incremental" : "full",
+    windowsRead: built.windowsRead,
+    windowsKnown: built.windowsKnown,
+  };
 }
 
 /** The windows that changed between two backup snapshots, by the service's diff; undefined where it cannot be trusted. */

@@ -21,6 +21,7 @@ import {
   type WindowSet,
 } from "../ranges";
 import type { PageAddress, PageStore } from "../storage/port";
+import type { WrittenWindows } from "./written";
 import type { BlobLocation } from "../storage/urls";
 import {
   BLOCK_WINDOWS,
@@ -172,6 +173,8 @@ async function readWindow(storage: PageStore, address: PageAddress, chunk: Chunk
 export interface BuildResult {
   windowsRead: number;
   windowsCarried: number;
+  /** Windows whose digest `written` knew: the run wrote their whole content in one part. */
+  windowsKnown: number;
 }
 
 /**
@@ -184,25 +187,33 @@ export async function buildDigests(
   point: PageAddress,
   size: number,
   writer: DigestWriter,
-  options: ReadOptions & { previous?: DigestCursor; touched?: WindowSet; log?: Logger },
+  options: ReadOptions & {
+    previous?: DigestCursor;
+    touched?: WindowSet;
+    written?: WrittenWindows;
+    log?: Logger;
+  },
 ): Promise<BuildResult> {
-  const result: BuildResult = { windowsRead: 0, windowsCarried: 0 };
+  const result: BuildResult = { windowsRead: 0, windowsCarried: 0, windowsKnown: 0 };
   const planned = (async function* () {
     for await (const chunk of validChunks(storage, point, 0, size, options.lister)) {
       const before = options.previous ? (await options.previous.claim(chunk.index)).digest : undefined;
-      const carry =
+      const carried =
         before && !options.touched?.has(chunk.index) && sameRanges(before.ranges, chunk.ranges)
           ? before
           : undefined;
-      yield { chunk, carry };
+      const md5 = carried ? undefined : options.written?.digestOf(chunk.index, chunk.ranges);
+      const known = md5 ? { index: chunk.index, md5, ranges: chunk.ranges } : undefined;
+      yield { chunk, carry: carried ?? known, known: known !== undefined };
     }
   })();
   await forEachOrdered(
     planned,
     options.concurrency,
-    async ({ chunk, carry }): Promise<WindowDigest> => {
+    async ({ chunk, carry, known }): Promise<WindowDigest> => {
       if (carry) {
-        result.windowsCarried++;
+        if (known) result.windowsKnown++;
+        else result.windowsCarried++;
         return carry;
       }
       result.windowsRead++;

@@ -23,6 +23,7 @@ import {
   type StoragePipelineOptions,
 } from "@azure/storage-blob";
 import { STORAGE_SCOPE, type AzureCredentials } from "../azure/credentials";
+import { bufferMd5, hashAndRemember } from "../core/md5";
 import { errorInfo } from "../core/retry";
 import { fromInclusive, normalize, WINDOW_SIZE, type PageRange } from "../ranges";
 import { StorageError } from "./errors";
@@ -79,22 +80,17 @@ export function toStorageError(op: string, target: string, err: unknown): Storag
   return new StorageError(op, target, status, code, scrub(message.replace(/\s*RequestId:.*$/s, "")));
 }
 
-/**
- * MD5s of bodies this store read and checked, so writing the same buffer on (a streamed copy)
- * does not hash 4 MiB again. Keyed by the buffer object: a slice or a copy is hashed afresh, and
- * a buffer changed after the read would be refused by the service's transactional check.
- */
-const knownMd5 = new WeakMap<Buffer, Buffer>();
 /** How a page-blob endpoint refuses the Content-MD5 header (not a mismatch: Md5Mismatch is a corrupted body). */
 const MD5_REFUSALS = new Set(["UnsupportedHeader", "InvalidHeaderValue", "Md5NotSupported"]);
 
 /**
- * Checks a body against the range MD5 the service sent (when it sent one) and returns the body's
- * MD5. A mismatch was corrupted in transit: retryable, a retry reads it again.
+ * Checks a body against the range MD5 the service sent (when it sent one). A mismatch was
+ * corrupted in transit: retryable, a retry reads it again.
  */
-function checkRangeMd5(contentMD5: Uint8Array | undefined, body: Buffer, target: string): Buffer | undefined {
-  if (!contentMD5) return undefined;
-  const md5 = crypto.createHash("md5").update(body).digest();
+function checkRangeMd5(contentMD5: Uint8Array | undefined, body: Buffer, target: string): void {
+  if (!contentMD5) return;
+  // Remembered for the buffer: writing it on (a streamed copy) and digesting it do not hash it again.
+  const md5 = hashAndRemember(body);
   if (!Buffer.from(contentMD5).equals(md5))
     throw new StorageError(
       "read",
@@ -104,7 +100,6 @@ function checkRangeMd5(contentMD5: Uint8Array | undefined, body: Buffer, target:
       "the bytes do not match the range MD5 the service sent",
       true,
     );
-  return md5;
 }
 
 export class AzureStore implements PageStore {
@@ -379,8 +374,7 @@ export class AzureStore implements PageStore {
       }),
     );
     const body = await this.readBody(response.readableStreamBody, count, "read", target);
-    const md5 = checkRangeMd5(response.contentMD5, body, target);
-    if (md5) knownMd5.set(body, md5);
+    checkRangeMd5(response.contentMD5, body, target);
     return body;
   }
 
@@ -486,9 +480,7 @@ export class AzureStore implements PageStore {
         (abortSignal) =>
           this.pageBlob(a).uploadPages(data, offset, data.length, {
             abortSignal,
-            transactionalContentMD5: md5
-              ? (knownMd5.get(data) ?? crypto.createHash("md5").update(data).digest())
-              : undefined,
+            transactionalContentMD5: md5 ? bufferMd5(data) : undefined,
             conditions:
               conditions.fence === undefined ? undefined : { ifSequenceNumberEqualTo: conditions.fence },
           }),

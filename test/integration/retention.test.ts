@@ -268,7 +268,7 @@ describe("digests at seal where the backup endpoint answers diffs (diff proxy)",
     const run = await backupDisk(engine, id, { trigger: "cli" });
     expect(run.state).toBe("succeeded");
     const recorded = logs.find((m) => m.startsWith(`restore point ${run.restorePoint}: digests recorded`));
-    expect(recorded).toMatch(/\(incremental, 2 windows read\)/);
+    expect(recorded).toMatch(/\(incremental, 2 windows read, 0 known from the copy\)/);
     // The run itself knew which windows it wrote: no diff of the backup blob was needed to find them.
     const backupDiffs = proxy.requests.filter((r) => isDiffRequest(r) && r.path.includes(`/diskdelta/${id}`));
     expect(backupDiffs).toHaveLength(0);
@@ -282,4 +282,51 @@ describe("digests at seal where the backup endpoint answers diffs (diff proxy)",
     expect(verified).toMatchObject({ ok: true, method: "source-snapshot" });
     expect((await digests.downloadToBuffer()).equals(incremental)).toBe(true);
   });
+});
+
+test("digests of windows the run wrote whole in one part come from the copy, and equal a recording that reads them", async () => {
+  const disk = await createDisk(32 * MiB);
+  const id = uniqueName("ret");
+  await addDisk(engine, { id, source: disk.url, backupAccount: backupAccountUrl() });
+  // Window 0 whole; one piece across the boundary of windows 1 and 2 (one request, a part in each);
+  // window 3 in two pieces (two parts: read back); window 6 one piece.
+  await writeRandom(disk.client, 0, 4 * MiB, rng.bytes);
+  await writeRandom(disk.client, 7 * MiB, 9 * MiB, rng.bytes);
+  await writeRandom(disk.client, 12 * MiB, 12 * MiB + 64 * 1024, rng.bytes);
+  await writeRandom(disk.client, 14 * MiB, 14 * MiB + 512, rng.bytes);
+  await writeRandom(disk.client, 25 * MiB, 26 * MiB, rng.bytes);
+  const digestsOf = (point: string) =>
+    serviceClient(BACKUP_ACCOUNT)
+      .getContainerClient("diskdelta")
+      .getBlockBlobClient(`${id}.digests/${point}`);
+  const recordedLine = (point: string) =>
+    logs.find((m) => m.startsWith(`restore point ${point}: digests recorded`));
+
+  logs.length = 0;
+  const first = await backupDisk(engine, id, { trigger: "cli" });
+  expect(first.state).toBe("succeeded");
+  expect(recordedLine(first.restorePoint!)).toMatch(/\(full, 1 window read, 4 known from the copy\)/);
+  const fromCopy = await digestsOf(first.restorePoint!).downloadToBuffer();
+  // Verifying against the source snapshot reads every window and records the digests afresh.
+  expect(await verifyPoint(engine, id, { point: first.restorePoint! })).toMatchObject({
+    ok: true,
+    method: "source-snapshot",
+  });
+  expect((await digestsOf(first.restorePoint!).downloadToBuffer()).equals(fromCopy)).toBe(true);
+
+  // Incremental (compare on Azurite): window 5 written whole is known; one page in window 0 is a
+  // part of it only, so window 0 is read; a page cleared in window 6 makes it read too.
+  await writeRandom(disk.client, 20 * MiB, 24 * MiB, rng.bytes);
+  await writeRandom(disk.client, 512 * 9, 512 * 10, rng.bytes);
+  await disk.client.clearPages(25 * MiB, 512);
+  logs.length = 0;
+  const next = await backupDisk(engine, id, { trigger: "cli" });
+  expect(next).toMatchObject({ state: "succeeded", kind: "incremental" });
+  expect(recordedLine(next.restorePoint!)).toMatch(/\(incremental, 2 windows read, 1 known from the copy\)/);
+  const incremental = await digestsOf(next.restorePoint!).downloadToBuffer();
+  expect(await verifyPoint(engine, id, { point: next.restorePoint! })).toMatchObject({
+    ok: true,
+    method: "source-snapshot",
+  });
+  expect((await digestsOf(next.restorePoint!).downloadToBuffer()).equals(incremental)).toBe(true);
 });
