@@ -210,9 +210,11 @@ export class ChunkCopier {
   }
 
   private async stream(range: PageRange): Promise<void> {
-    const data = await this.storage.read(this.source, range);
+    const data = await this.storage.read(this.source, range, { pooled: true });
     await this.storage.write(this.target, range.start, data, { fence: this.fence });
     this.sink?.wrote(range, data);
+    // Nothing holds the body now (the write is done, the sink hashed it): its memory serves the next read.
+    this.storage.release?.(data);
   }
 
   /** Writes pages of `data` (read from the source at `offset`) that are named in `ranges`; returns the bytes. */

@@ -8,7 +8,9 @@
  * disk order, a block at a time. Checking reads the point and compares it window by window with
  * the digests, naming the first difference in disk order.
  */
+import crypto from "node:crypto";
 import type { Logger } from "../core/logger";
+import { bufferMd5 } from "../core/md5";
 import { forEachOrdered } from "../core/concurrency";
 import { validChunks, type ListerOptions } from "../diff/lister";
 import {
@@ -164,10 +166,21 @@ export interface ReadOptions {
   lister: ListerOptions;
 }
 
-async function readWindow(storage: PageStore, address: PageAddress, chunk: Chunk): Promise<Buffer[]> {
-  const parts: Buffer[] = [];
-  for (const range of chunk.ranges) parts.push(await storage.read(address, range));
-  return parts;
+/**
+ * The MD5 of a window's valid ranges in order, read a range at a time and each body handed back
+ * as soon as it is hashed, so building digests holds one body per window in flight.
+ */
+async function windowMd5(storage: PageStore, address: PageAddress, chunk: Chunk): Promise<Buffer> {
+  const hash = chunk.ranges.length > 1 ? crypto.createHash("md5") : undefined;
+  let md5: Buffer | undefined;
+  for (const range of chunk.ranges) {
+    const data = await storage.read(address, range, { pooled: true });
+    // One range: the MD5 the store remembered from checking the read.
+    if (hash) hash.update(data);
+    else md5 = bufferMd5(data);
+    storage.release?.(data);
+  }
+  return hash ? hash.digest() : (md5 ?? bufferMd5(Buffer.alloc(0)));
 }
 
 export interface BuildResult {
@@ -219,7 +232,7 @@ export async function buildDigests(
       result.windowsRead++;
       return {
         index: chunk.index,
-        md5: md5Of(await readWindow(storage, point, chunk)),
+        md5: await windowMd5(storage, point, chunk),
         ranges: chunk.ranges,
       };
     },

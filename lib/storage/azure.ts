@@ -102,10 +102,55 @@ function checkRangeMd5(contentMD5: Uint8Array | undefined, body: Buffer, target:
     );
 }
 
+/**
+ * Memory for read bodies, reused: a streamed copy reads a 4 MiB body, writes it and drops it, and
+ * a dropped body is only freed when the garbage collector next runs, which V8 schedules by how
+ * much external memory has grown, so tens of MiB of dead bodies pile up between collections. A
+ * caller that promises to hand a body back (a `pooled` read: the copier, which drops each body as
+ * soon as its write is done) is lent a 4 MiB slab; `release` puts it on a short free list and the
+ * next pooled read fills it, so a copy holds about concurrency × 4 MiB whatever the disk. Other
+ * reads (digests, restores, which keep bodies a while) are not pooled. Each read gets a new Buffer
+ * object over its slab (remembered MD5s are keyed by that object, so an MD5 never outlives the
+ * bytes it was computed from); a body is taken back once, and only if this pool lent it. A failed
+ * read's slab is never reused: a late piece of its stream could still land in it.
+ */
+class BodyPool {
+  private readonly free: Buffer[] = [];
+  private readonly slabs = new WeakMap<Buffer, Buffer>();
+
+  constructor(private readonly keep: number) {}
+
+  take(count: number): Buffer {
+    if (count < POOLED_MIN || count > WINDOW_SIZE) return Buffer.allocUnsafe(count);
+    const slab = this.free.pop() ?? Buffer.allocUnsafeSlow(WINDOW_SIZE);
+    const body = Buffer.from(slab.buffer, slab.byteOffset, count);
+    this.slabs.set(body, slab);
+    return body;
+  }
+
+  give(body: Buffer): void {
+    const slab = this.slabs.get(body);
+    if (!slab) return;
+    this.slabs.delete(body);
+    if (this.free.length < this.keep) this.free.push(slab);
+  }
+
+  /** A body that must not be reused (its read failed). */
+  forget(body: Buffer): void {
+    this.slabs.delete(body);
+  }
+}
+
+/** Bodies smaller than this are not pooled: a 4 MiB slab for a few pages would waste more than their garbage costs. */
+const POOLED_MIN = 64 * 1024;
+/** Free slabs kept (the default copy concurrency): at most 32 MiB held between runs. */
+const POOL_KEEP = 8;
+
 export class AzureStore implements PageStore {
   private readonly services = new Map<string, BlobServiceClient>();
   /** SAS hosts (managed-disk uploads) that refused Content-MD5 on a write. */
   private readonly noMd5Hosts = new Set<string>();
+  private readonly bodies = new BodyPool(POOL_KEEP);
   private readonly sourceAuth = new Map<
     string,
     { at: number; value: Promise<{ url: string; bearer?: string }> }
@@ -361,7 +406,7 @@ export class AzureStore implements PageStore {
     };
   }
 
-  async read(a: PageAddress, range: PageRange): Promise<Buffer> {
+  async read(a: PageAddress, range: PageRange, options?: { pooled?: boolean }): Promise<Buffer> {
     const count = range.end - range.start;
     const target = `${describeAddress(a)} ${span(range)}`;
     if (count > WINDOW_SIZE) throw new Error(`read of ${target}: more than 4 MiB in one read`);
@@ -373,9 +418,13 @@ export class AzureStore implements PageStore {
         maxRetryRequests: 0,
       }),
     );
-    const body = await this.readBody(response.readableStreamBody, count, "read", target);
+    const body = await this.readBody(response.readableStreamBody, count, "read", target, options?.pooled);
     checkRangeMd5(response.contentMD5, body, target);
     return body;
+  }
+
+  release(data: Buffer): void {
+    this.bodies.give(data);
   }
 
   /** Reads exactly `count` bytes under the stall watchdog; a stall, an early end or extra bytes are retryable errors. */
@@ -384,13 +433,14 @@ export class AzureStore implements PageStore {
     count: number,
     op: string,
     target: string,
+    pooled = false,
   ): Promise<Buffer> {
     if (!stream)
       return Promise.reject(
         new StorageError(op, target, undefined, "BodyCut", "the response had no body", true),
       );
     const readable = stream as NodeJS.ReadableStream & { destroy(error?: Error): void };
-    const buffer = Buffer.allocUnsafe(count);
+    const buffer = pooled ? this.bodies.take(count) : Buffer.allocUnsafe(count);
     let offset = 0;
     return new Promise<Buffer>((resolve, reject) => {
       let settled = false;
@@ -401,6 +451,7 @@ export class AzureStore implements PageStore {
         readable.removeAllListeners("data");
         if (err) {
           readable.destroy();
+          this.bodies.forget(buffer);
           reject(err);
         } else resolve(buffer);
       };

@@ -122,8 +122,18 @@ export interface PageStore {
   listRanges(a: PageAddress, span: PageRange, options?: ListOptions): Promise<RangePage>;
   /** One page of the pages written (ranges) and cleared (clears) in `span` since `base`. */
   listDiff(a: PageAddress, span: PageRange, base: DiffBase, options?: ListOptions): Promise<RangePage>;
-  /** Exactly the bytes of `range` (at most 4 MiB); zeros where no page is written. */
-  read(a: PageAddress, range: PageRange): Promise<Buffer>;
+  /**
+   * Exactly the bytes of `range` (at most 4 MiB); zeros where no page is written. With `pooled`,
+   * the caller promises to hand the buffer back with `release` (stores that pool bodies may then
+   * lend memory they reuse); without it, the buffer is the caller's for good.
+   */
+  read(a: PageAddress, range: PageRange, options?: { pooled?: boolean }): Promise<Buffer>;
+  /**
+   * Hands back a buffer a `pooled` read returned, once the caller holds no reference to it and no
+   * request of its is in flight: its memory serves a later read. Optional; a buffer never released
+   * is simply collected.
+   */
+  release?(data: Buffer): void;
   /** Writes `data` (at most 4 MiB, 512-aligned) at `offset` with a transactional MD5. */
   write(a: PageAddress, offset: number, data: Buffer, conditions?: WriteConditions): Promise<void>;
   /**

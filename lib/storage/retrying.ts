@@ -25,7 +25,7 @@ export function retrying(store: PageStore, policy: RetryPolicy): PageStore {
     listSnapshots: (l) => again(() => store.listSnapshots(l)),
     listRanges: (a, span, o) => withRetry(listing(o), () => store.listRanges(a, span, o)),
     listDiff: (a, span, base, o) => withRetry(listing(o), () => store.listDiff(a, span, base, o)),
-    read: (a, r) => again(() => store.read(a, r)),
+    read: (a, r, o) => again(() => store.read(a, r, o)),
     write: (a, offset, data, c) => again(() => store.write(a, offset, data, c)),
     writeFrom: (a, offset, source, length, c) => again(() => store.writeFrom(a, offset, source, length, c)),
     clear: (a, r, c) => again(() => store.clear(a, r, c)),
@@ -33,5 +33,6 @@ export function retrying(store: PageStore, policy: RetryPolicy): PageStore {
     commitBlocks: (l, ids, m) => again(() => store.commitBlocks(l, ids, m)),
     blocks: (l) => again(() => store.blocks(l)),
     readBlob: (l, offset, count) => again(() => store.readBlob(l, offset, count)),
+    ...(store.release ? { release: (data: Buffer) => store.release!(data) } : {}),
   };
 }

@@ -98,8 +98,9 @@ export function runContender(storage: Storage, input: ChildInput): Promise<Conte
           marks[m.phase === "afterSealStarts" ? "sealStart" : "sealEnd"] = await storage.mark();
           child.send("ack");
         } else {
-          const end = await storage.mark();
+          // Set before the await: the child exits as soon as its result is sent.
           done = true;
+          const end = await storage.mark();
           const start = marks.start ?? end;
           const sealStart = marks.sealStart ?? end;
           const sealEnd = marks.sealEnd ?? end;
