@@ -266,6 +266,7 @@ class Execution {
       this.disk = await advanceBase(this.deps, this.disk, this.run, this.source);
       const hooks = this.deps.hooks;
       const { touched, written } = this;
+      if (hooks?.afterSeal) this.phase("recording digests and applying retention");
       await callHook(this.deps, "afterSeal", () =>
         hooks?.afterSeal?.(this.deps, this.disk, this.run, touched, written),
       );

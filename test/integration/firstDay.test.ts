@@ -639,7 +639,12 @@ describe("7: output that is meant to be read or parsed", () => {
       const verbose = await cli(["backup", id, "-v"], env);
       expect(verbose.code).toBe(0);
       const lines = verbose.stderr.split("\n");
-      const phases = ["taking a snapshot of the disk", "listing and copying", "sealing the restore point"];
+      const phases = [
+        "taking a snapshot of the disk",
+        "listing and copying",
+        "sealing the restore point",
+        "recording digests and applying retention",
+      ];
       const at = phases.map((p) => lines.findIndex((l) => l.includes(`: ${p}`)));
       expect(at.every((i) => i >= 0)).toBe(true);
       expect([...at].sort((x, y) => x - y)).toEqual(at);
