@@ -171,16 +171,20 @@ export interface ReadOptions {
  * as soon as it is hashed, so building digests holds one body per window in flight.
  */
 async function windowMd5(storage: PageStore, address: PageAddress, chunk: Chunk): Promise<Buffer> {
-  const hash = chunk.ranges.length > 1 ? crypto.createHash("md5") : undefined;
-  let md5: Buffer | undefined;
+  if (chunk.ranges.length === 1) {
+    // One range: the MD5 the store remembered from checking the read.
+    const data = await storage.read(address, chunk.ranges[0], { pooled: true });
+    const md5 = bufferMd5(data);
+    storage.release?.(data);
+    return md5;
+  }
+  const hash = crypto.createHash("md5");
   for (const range of chunk.ranges) {
     const data = await storage.read(address, range, { pooled: true });
-    // One range: the MD5 the store remembered from checking the read.
-    if (hash) hash.update(data);
-    else md5 = bufferMd5(data);
+    hash.update(data);
     storage.release?.(data);
   }
-  return hash ? hash.digest() : (md5 ?? bufferMd5(Buffer.alloc(0)));
+  return hash.digest();
 }
 
 export interface BuildResult {
@@ -211,24 +215,21 @@ export async function buildDigests(
   const planned = (async function* () {
     for await (const chunk of validChunks(storage, point, 0, size, options.lister)) {
       const before = options.previous ? (await options.previous.claim(chunk.index)).digest : undefined;
-      const carried =
-        before && !options.touched?.has(chunk.index) && sameRanges(before.ranges, chunk.ranges)
-          ? before
-          : undefined;
-      const md5 = carried ? undefined : options.written?.digestOf(chunk.index, chunk.ranges);
-      const known = md5 ? { index: chunk.index, md5, ranges: chunk.ranges } : undefined;
-      yield { chunk, carry: carried ?? known, known: known !== undefined };
+      if (before && !options.touched?.has(chunk.index) && sameRanges(before.ranges, chunk.ranges)) {
+        result.windowsCarried++;
+        yield { chunk, ready: before };
+        continue;
+      }
+      const md5 = options.written?.digestOf(chunk.index, chunk.ranges);
+      if (md5) result.windowsKnown++;
+      yield { chunk, ready: md5 ? { index: chunk.index, md5, ranges: chunk.ranges } : undefined };
     }
   })();
   await forEachOrdered(
     planned,
     options.concurrency,
-    async ({ chunk, carry, known }): Promise<WindowDigest> => {
-      if (carry) {
-        if (known) result.windowsKnown++;
-        else result.windowsCarried++;
-        return carry;
-      }
+    async ({ chunk, ready }): Promise<WindowDigest> => {
+      if (ready) return ready;
       result.windowsRead++;
       return {
         index: chunk.index,

@@ -110,9 +110,10 @@ function checkRangeMd5(contentMD5: Uint8Array | undefined, body: Buffer, target:
  * soon as its write is done) is lent a 4 MiB slab; `release` puts it on a short free list and the
  * next pooled read fills it, so a copy holds about concurrency × 4 MiB whatever the disk (the
  * seal's digests read the same way). Reads that keep bodies a while (restores, verify) are not
- * pooled. Each read gets a new Buffer object over its slab (remembered MD5s are keyed by that object, so an MD5 never outlives the
- * bytes it was computed from); a body is taken back once, and only if this pool lent it. A failed
- * read's slab is never reused: a late piece of its stream could still land in it.
+ * pooled. Each read gets a new Buffer object over its slab (remembered MD5s are keyed by that
+ * object, so an MD5 never outlives the bytes it was computed from); a body is taken back once, and
+ * only if this pool lent it. A failed read's slab is never reused: a late piece of its stream could
+ * still land in it.
  */
 class BodyPool {
   private readonly free: Buffer[] = [];
